@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# Run ansible-test against this collection, offline-friendly.
+#
+#   scripts/ansible-test.sh sanity      [extra ansible-test args]
+#   scripts/ansible-test.sh units       [extra ansible-test args]
+#   scripts/ansible-test.sh integration [extra ansible-test args]
+#   scripts/ansible-test.sh changelog           (antsibull-changelog lint only)
+#
+# ansible-test needs the collection at .../ansible_collections/<namespace>/<name>/ with its
+# dependencies in the same ansible_collections root.  We build such a root in a temporary
+# directory on every run (removed on exit):
+#   * our collection is a COPY of the git-tracked plus untracked-but-not-ignored files
+#     (`git ls-files -co --exclude-standard`), so work in progress is tested too, and nothing
+#     ignored (tests/output, .venv, caches) leaks in;
+#   * the copy gets its own `git init` + `git add`: ansible-test then enumerates content through
+#     git, exactly as it would in a normal checkout;
+#   * every namespace of the collections bundled with the `ansible` PyPI package
+#     (amazon.aws, community.docker, community.postgresql, ...) is symlinked next to it, because
+#     ansible-test sets ANSIBLE_COLLECTIONS_PATH to that root and nothing else; Galaxy is not
+#     reachable here.
+#
+# Python / ansible-test come from $FLEET_DR_VENV/bin when set, else from PATH.
+#
+# Environment knobs:
+#   FLEET_DR_VENV             virtualenv holding ansible-core/ansible (its bin/ goes first on PATH)
+#   FLEET_DR_TEST_PYTHON      Python version passed as --python (default 3.11)
+#   FLEET_DR_KEEP_TMP=1       keep the temporary collection root (path is printed)
+#   FLEET_DR_RESULTS_DIR      copy tests/output of the run there before cleaning up
+set -euo pipefail
+
+usage() {
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+[ $# -ge 1 ] || usage
+mode=$1
+shift
+case "$mode" in
+    sanity | units | integration | changelog) ;;
+    -h | --help | help) usage ;;
+    *) echo "ansible-test.sh: unknown mode '$mode'" >&2; usage ;;
+esac
+
+log() { printf '[ansible-test.sh] %s\n' "$*" >&2; }
+die() { printf '[ansible-test.sh] ERROR: %s\n' "$*" >&2; exit 1; }
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PYVER=${FLEET_DR_TEST_PYTHON:-3.11}
+
+if [ -n "${FLEET_DR_VENV:-}" ]; then
+    [ -x "$FLEET_DR_VENV/bin/ansible-test" ] || die "FLEET_DR_VENV=$FLEET_DR_VENV has no bin/ansible-test"
+    PATH="$FLEET_DR_VENV/bin:$PATH"
+    export PATH
+fi
+
+ANSIBLE_TEST=$(command -v ansible-test) || die "ansible-test not on PATH (set FLEET_DR_VENV or activate the test venv)"
+# The interpreter that runs ansible-test (its shebang) is the one that sees ansible + ansible-core.
+PYTHON=$(sed -n '1s/^#! *//p' "$ANSIBLE_TEST" | awk '{print $1}')
+[ -x "$PYTHON" ] || PYTHON=$(command -v "python$PYVER" || command -v python3)
+log "ansible-test: $ANSIBLE_TEST ($("$ANSIBLE_TEST" --version 2>/dev/null)), python: $PYTHON"
+
+read_galaxy() {
+    "$PYTHON" - "$REPO/galaxy.yml" <<'EOF'
+import sys, yaml
+with open(sys.argv[1]) as f:
+    g = yaml.safe_load(f)
+print(g["namespace"], g["name"])
+EOF
+}
+read -r NAMESPACE NAME < <(read_galaxy)
+
+# --------------------------------------------------------------------------------------------
+# changelog lint (also run at the start of `sanity`: cheap and catches fragment mistakes early)
+# --------------------------------------------------------------------------------------------
+changelog_lint() {
+    local antsibull
+    antsibull=$(command -v antsibull-changelog) || die "antsibull-changelog not on PATH"
+    log "antsibull-changelog lint"
+    (cd "$REPO" && "$antsibull" lint)
+}
+
+if [ "$mode" = changelog ]; then
+    changelog_lint
+    exit 0
+fi
+
+# --------------------------------------------------------------------------------------------
+# Temporary collection root
+# --------------------------------------------------------------------------------------------
+TMP_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/fleet-dr-ansible-test.XXXXXX")
+COLL_ROOT="$TMP_ROOT/ansible_collections"
+COLL_DIR="$COLL_ROOT/$NAMESPACE/$NAME"
+
+cleanup() {
+    local rc=$?
+    if [ -n "${FLEET_DR_RESULTS_DIR:-}" ] && [ -d "$COLL_DIR/tests/output" ]; then
+        mkdir -p "$FLEET_DR_RESULTS_DIR"
+        cp -a "$COLL_DIR/tests/output/." "$FLEET_DR_RESULTS_DIR/" || true
+        log "results copied to $FLEET_DR_RESULTS_DIR"
+    fi
+    if [ "${FLEET_DR_KEEP_TMP:-0}" = 1 ]; then
+        log "kept $TMP_ROOT"
+    else
+        rm -rf "$TMP_ROOT"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$COLL_DIR"
+
+# Copy tracked + untracked-not-ignored files; `ls-files -c` still lists tracked files that were
+# deleted in the work tree, so keep only those that exist.
+(
+    cd "$REPO"
+    git ls-files -co --exclude-standard -z \
+        | while IFS= read -r -d '' f; do
+            if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+        done \
+        | tar --null --no-recursion -T - -cf -
+) | tar -C "$COLL_DIR" -xf -
+
+(
+    cd "$COLL_DIR"
+    git init -q
+    git add -A
+)
+
+# Dependencies: the collections bundled with the `ansible` package.
+BUNDLED=$("$PYTHON" - <<'EOF'
+import os
+try:
+    import ansible_collections
+except ImportError:
+    raise SystemExit(0)
+for p in ansible_collections.__path__:
+    if os.path.isdir(os.path.join(p, "amazon", "aws")):
+        print(p)
+        break
+EOF
+)
+[ -n "$BUNDLED" ] || die "the 'ansible' package (bundled collections) is not installed for $PYTHON"
+for ns in "$BUNDLED"/*/; do
+    ns=${ns%/}
+    base=${ns##*/}
+    case "$base" in
+        "$NAMESPACE" | __pycache__) continue ;;
+    esac
+    ln -s "$ns" "$COLL_ROOT/$base"
+done
+# In case the bundle ever carries other collections in our namespace, link them individually.
+if [ -d "$BUNDLED/$NAMESPACE" ]; then
+    for c in "$BUNDLED/$NAMESPACE"/*/; do
+        c=${c%/}
+        [ "${c##*/}" = "$NAME" ] || ln -s "$c" "$COLL_ROOT/$NAMESPACE/${c##*/}"
+    done
+fi
+log "collection copied to $COLL_DIR; dependencies linked from $BUNDLED"
+
+# --------------------------------------------------------------------------------------------
+# Offline pip bootstrap for `--venv`
+# --------------------------------------------------------------------------------------------
+# Why --venv (and not --local --requirements) for sanity: every sanity test gets the exact
+# requirement pins ansible-test ships, in venvs cached under ~/.ansible/test/venv (keyed by a hash
+# of those requirements), so the second run installs nothing, and the project's own pinned venv is
+# never modified by ansible-test's pins (pylint, astroid, yamllint, voluptuous, ...).
+#
+# ansible-test creates each venv --without-pip and then runs a "get-pip" script it downloads from
+# a host that is not reachable here (error: "... does not have pip available"), caching it at
+# ~/.ansible/test/cache/get_pip_<version>.py.  We put our own script there: ensurepip (the pip
+# wheel bundled with CPython, no network) and then `pip install --upgrade <the same arguments>`,
+# which fetches the exact pip version ansible-test asked for from the package index.
+#
+# ansible-test runs pip with a stripped environment (PATH, HOME, LC_ALL ...), so PIP_* variables
+# of the calling shell are lost.  pip.conf files (/etc/pip.conf, /etc/xdg/pip/pip.conf,
+# ~/.config/pip/pip.conf) still apply since HOME is kept.  To carry PIP_* variables too, the script
+# below writes them into the new venv's own site config (<venv>/pip.conf), which only that venv's
+# pip reads -- no global pip configuration is touched.
+write_get_pip() {
+    local cache_dir="$HOME/.ansible/test/cache" versions v pip_env
+    mkdir -p "$cache_dir"
+    # The pip version(s) this ansible-test bootstraps (24.2 for ansible-core 2.19).
+    versions=$("$PYTHON" - <<'EOF'
+import re, ansible_test._internal.python_requirements as m
+src = open(m.__file__).read()
+block = src[src.index("def get_venv_packages"):]
+block = block[:block.index("\ndef ", 1)]
+print(" ".join(sorted(set(re.findall(r"pip='([0-9.]+)'", block)))))
+EOF
+    )
+    [ -n "$versions" ] || die "could not find the pip version ansible-test bootstraps"
+    # PIP_* settings of this shell, as a JSON dict for the generated script.
+    pip_env=$("$PYTHON" -c '
+import json, os
+skip = {"PIP_BREAK_SYSTEM_PACKAGES", "PIP_REQUIRE_VIRTUALENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "PIP_CONFIG_FILE"}
+print(json.dumps({k: v for k, v in sorted(os.environ.items()) if k.startswith("PIP_") and k not in skip}))')
+    for v in $versions; do
+        cat >"$cache_dir/get_pip_${v//./_}.py.tmp" <<EOF
+# Written by fleet_telemetry.dr scripts/ansible-test.sh: offline stand-in for get-pip.py.
+# ansible-test runs it as \`python <shim> [pip install args] [--no-setuptools] [--no-wheel]\`.
+import os
+import subprocess
+import sys
+
+PIP_ENV = $pip_env
+
+# Carry the caller's PIP_* settings into this venv's site pip.conf (ansible-test strips env vars).
+if PIP_ENV and sys.prefix != sys.base_prefix:
+    conf = os.path.join(sys.prefix, "pip.conf")
+    if not os.path.exists(conf):
+        with open(conf, "w") as f:
+            f.write("[global]\n")
+            for key, value in PIP_ENV.items():
+                f.write("%s = %s\n" % (key[4:].lower().replace("_", "-"), value.replace("\n", " ")))
+
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
+subprocess.check_call([sys.executable, "-m", "pip", "install", "--upgrade"] + args)
+EOF
+        mv -f "$cache_dir/get_pip_${v//./_}.py.tmp" "$cache_dir/get_pip_${v//./_}.py"
+    done
+}
+
+# --------------------------------------------------------------------------------------------
+# Run
+# --------------------------------------------------------------------------------------------
+common=(--python "$PYVER" --color no)
+cd "$COLL_DIR"
+
+case "$mode" in
+    sanity)
+        changelog_lint
+        write_get_pip
+        # Every sanity test runs.  With no shellcheck/pwsh on the machine ansible-test would skip
+        # shellcheck/pslint with a warning; pslint has no targets (no PowerShell in this collection).
+        command -v shellcheck >/dev/null || log "WARNING: shellcheck not installed: the shellcheck sanity test will be skipped (apt-get install shellcheck)"
+        set -x
+        "$ANSIBLE_TEST" sanity "${common[@]}" --venv -v "$@"
+        ;;
+    units)
+        write_get_pip
+        if [ ! -d tests/unit ] || [ -z "$(find tests/unit -name 'test_*.py' -print -quit)" ]; then
+            log "no unit tests under tests/unit"
+            exit 0
+        fi
+        set -x
+        "$ANSIBLE_TEST" units "${common[@]}" --venv -v "$@"
+        ;;
+    integration)
+        # Targets drive the host's Docker daemon, so they run here (--local), with the test venv's
+        # Python, not in containers.
+        set -x
+        "$ANSIBLE_TEST" integration "${common[@]}" --local -v "$@"
+        ;;
+esac

@@ -234,8 +234,8 @@ case "$mode" in
     sanity)
         changelog_lint
         write_get_pip
-        # Every sanity test runs.  With no shellcheck/pwsh on the machine ansible-test would skip
-        # shellcheck/pslint with a warning; pslint has no targets (no PowerShell in this collection).
+        # Every sanity test runs.  ansible-test silently skips the shell-script lint when its
+        # binary is missing (see ensure_shellcheck); pslint has no targets (no PowerShell here).
         command -v shellcheck >/dev/null || log "WARNING: shellcheck not installed: the shellcheck sanity test will be skipped (apt-get install shellcheck)"
         set -x
         "$ANSIBLE_TEST" sanity "${common[@]}" --venv -v "$@"

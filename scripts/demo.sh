@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The main job on the demo stack: set everything up, bring up examples/telemetry_app with seeded data.
+#   bash scripts/demo.sh          set up, start and seed the demo stack (idempotent)
+#   bash scripts/demo.sh down     remove the demo's containers, network and volume
+# Settings: DEMO_SIZE (seeder preset, default small), DEMO_PROJECT (compose project, default fleetdemo).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+APP_DIR="$FLEET_DR_ROOT/examples/telemetry_app"
+DEMO_PROJECT=${DEMO_PROJECT:-fleetdemo}
+DEMO_SIZE=${DEMO_SIZE:-small}
+
+compose() { (cd "$APP_DIR" && $(compose_cmd) -p "$DEMO_PROJECT" "$@"); }
+
+if [ "${1:-up}" = down ]; then
+    compose down -v --remove-orphans
+    log "demo stack $DEMO_PROJECT removed (containers, network, volume)"
+    exit 0
+fi
+
+"$FLEET_DR_ROOT/scripts/setup.sh"
+activate_venv
+
+if [ ! -f "$APP_DIR/.env" ]; then
+    log "writing $APP_DIR/.env with a fresh password and ENCRYPTION_KEY (mode 0600)"
+    (
+        umask 077
+        sed -e "s/^POSTGRES_PASSWORD=.*/POSTGRES_PASSWORD=$(python -c 'import secrets; print(secrets.token_urlsafe(24))')/" \
+            -e "s/^ENCRYPTION_KEY=.*/ENCRYPTION_KEY=$(python -c 'import secrets; print(secrets.token_hex(32))')/" \
+            -e "s/^DB_PORT=.*/DB_PORT=55432/" \
+            "$APP_DIR/.env.example" > "$APP_DIR/.env"
+    )
+fi
+
+log "starting the demo stack (project $DEMO_PROJECT)"
+compose up -d db >/dev/null
+container=$(compose ps -q db)
+for _ in $(seq 1 90); do
+    status=$(docker inspect -f '{{.State.Health.Status}}' "$container" 2>/dev/null || echo unknown)
+    [ "$status" = healthy ] && break
+    sleep 1
+done
+[ "$status" = healthy ] || die "the demo database did not become healthy (docker logs $container)"
+
+photos=$(docker exec "$container" psql -X -At -U challengeuser -d telemetry_db -c 'SELECT count(*) FROM photo')
+if [ "$photos" = 0 ]; then
+    log "seeding the demo database (size $DEMO_SIZE)"
+    python "$APP_DIR/seed.py" --env-file "$APP_DIR/.env" --size "$DEMO_SIZE" \
+        --psql "docker exec -i $container psql -X -v ON_ERROR_STOP=1 -q -U challengeuser -d telemetry_db"
+else
+    log "demo database already seeded ($photos photos)"
+fi
+python "$APP_DIR/seed.py" --env-file "$APP_DIR/.env" --verify \
+    --psql "docker exec -i $container psql -X -v ON_ERROR_STOP=1 -q -U challengeuser -d telemetry_db"
+log "demo stack up: container $container, database telemetry_db on 127.0.0.1:55432"

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every test: sets the machine up first (scripts/setup.sh), then
+#   1. unit tests (pytest, plain checkout)        4. integration targets against the real compose stack
+#   2. ansible-test sanity (no ignore entries)     5. molecule scenarios against the real compose stack
+#   3. ansible-test units                          6. collection build + offline install
+# Select steps with TEST_STEPS (default: "unit sanity units integration molecule build").
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+STEPS=${TEST_STEPS:-unit sanity units integration molecule build}
+
+"$FLEET_DR_ROOT/scripts/setup.sh"
+activate_venv
+cd "$FLEET_DR_ROOT"
+
+passed=0
+failed=0
+failed_steps=""
+step() {
+    local name=$1
+    shift
+    case " $STEPS " in *" $name "*) ;; *) log "step $name skipped (TEST_STEPS)"; return 0 ;; esac
+    log "=== step: $name"
+    local start=$SECONDS
+    if "$@"; then
+        passed=$((passed + 1))
+        log "=== step $name passed in $((SECONDS - start)) s"
+    else
+        failed=$((failed + 1))
+        failed_steps="$failed_steps $name"
+        log "=== step $name FAILED after $((SECONDS - start)) s"
+    fi
+}
+
+run_pytest() {
+    local rc=0
+    python -m pytest -q -p no:cacheprovider tests/unit "$@" || rc=$?
+    if [ "$rc" = 5 ]; then
+        log "pytest collected no tests: the unit suite must not be empty"
+        return 1
+    fi
+    return "$rc"
+}
+
+run_molecule() {
+    local scenario rc=0
+    for scenario in molecule/*/molecule.yml; do
+        [ -e "$scenario" ] || { log "no molecule scenario found"; return 1; }
+        scenario=$(basename "$(dirname "$scenario")")
+        molecule test -s "$scenario" || rc=1
+    done
+    return "$rc"
+}
+
+build_and_install() {
+    local out
+    out=$(mktemp -d)
+    ansible-galaxy collection build --force --output-path "$out" . >/dev/null &&
+        ansible-galaxy collection install --offline --no-deps -p "$out/collections" "$out"/fleet_telemetry-dr-*.tar.gz >/dev/null &&
+        ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-doc -t module fleet_telemetry.dr.pg_logical_backup >/dev/null &&
+        log "built and installed offline: $(basename "$out"/fleet_telemetry-dr-*.tar.gz)"
+    local rc=$?
+    rm -rf "$out"
+    return $rc
+}
+
+step unit run_pytest
+step sanity "$FLEET_DR_ROOT/scripts/ansible-test.sh" sanity
+step units "$FLEET_DR_ROOT/scripts/ansible-test.sh" units
+step integration "$FLEET_DR_ROOT/scripts/ansible-test.sh" integration
+step molecule run_molecule
+step build build_and_install
+
+echo "test steps: $passed passed, $failed failed"
+[ "$failed" = 0 ] || { log "failed steps:$failed_steps"; exit 1; }

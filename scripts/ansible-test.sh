@@ -56,8 +56,12 @@ fi
 
 ANSIBLE_TEST=$(command -v ansible-test) || die "ansible-test not on PATH (set FLEET_DR_VENV or activate the test venv)"
 # The interpreter that runs ansible-test (its shebang) is the one that sees ansible + ansible-core.
-PYTHON=$(sed -n '1s/^#! *//p' "$ANSIBLE_TEST" | awk '{print $1}')
-[ -x "$PYTHON" ] || PYTHON=$(command -v "python$PYVER" || command -v python3)
+read -r -a shebang < <(sed -n '1s/^#! *//p' "$ANSIBLE_TEST") || true
+PYTHON=${shebang[0]:-}
+if [ "${PYTHON##*/}" = env ] && [ -n "${shebang[1]:-}" ]; then
+    PYTHON=$(command -v "${shebang[1]}" || true)
+fi
+[ -n "$PYTHON" ] && [ -x "$PYTHON" ] || PYTHON=$(command -v "python$PYVER" || command -v python3)
 log "ansible-test: $ANSIBLE_TEST ($("$ANSIBLE_TEST" --version 2>/dev/null)), python: $PYTHON"
 
 read_galaxy() {
@@ -181,7 +185,7 @@ log "collection copied to $COLL_DIR; dependencies linked from $BUNDLED"
 # below writes them into the new venv's own site config (<venv>/pip.conf), which only that venv's
 # pip reads -- no global pip configuration is touched.
 write_get_pip() {
-    local cache_dir="$HOME/.ansible/test/cache" versions v pip_env
+    local cache_dir="$HOME/.ansible/test/cache" versions v pip_env tmp
     mkdir -p "$cache_dir"
     # The pip version(s) this ansible-test bootstraps (24.2 for ansible-core 2.19).
     versions=$("$PYTHON" - <<'EOF'
@@ -199,7 +203,8 @@ import json, os
 skip = {"PIP_BREAK_SYSTEM_PACKAGES", "PIP_REQUIRE_VIRTUALENV", "PIP_USER", "PIP_TARGET", "PIP_PREFIX", "PIP_CONFIG_FILE"}
 print(json.dumps({k: v for k, v in sorted(os.environ.items()) if k.startswith("PIP_") and k not in skip}))')
     for v in $versions; do
-        cat >"$cache_dir/get_pip_${v//./_}.py.tmp" <<EOF
+        tmp="$cache_dir/get_pip_${v//./_}.py.$$.tmp"
+        cat >"$tmp" <<EOF
 # Written by fleet_telemetry.dr scripts/ansible-test.sh: offline stand-in for get-pip.py.
 # ansible-test runs it as \`python <shim> [pip install args] [--no-setuptools] [--no-wheel]\`.
 import os
@@ -221,7 +226,7 @@ args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
 subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
 subprocess.check_call([sys.executable, "-m", "pip", "install", "--upgrade"] + args)
 EOF
-        mv -f "$cache_dir/get_pip_${v//./_}.py.tmp" "$cache_dir/get_pip_${v//./_}.py"
+        mv -f "$tmp" "$cache_dir/get_pip_${v//./_}.py"
     done
 }
 

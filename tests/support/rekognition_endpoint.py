@@ -737,11 +737,8 @@ class RekognitionBackend:
         wanted = set(params["FaceIds"]) if "FaceIds" in params else None
         with self._lock:
             collection = self._collection(collection_id)
-            items = sorted(
-                (face.face_id, face.as_dict())
-                for face in collection.faces.values()
-                if (wanted is None or face.face_id in wanted) and "UserId" not in params
-            )
+            faces = [] if "UserId" in params else collection.faces.values()  # no face is ever associated with a user here
+            items = sorted((face.face_id, face.as_dict()) for face in faces if wanted is None or face.face_id in wanted)
         token_key = hashlib.sha256(collection_id.encode()).hexdigest()[:12]
         faces, token = _page(items, params, token_key)
         response = {"Faces": faces, "FaceModelVersion": FACE_MODEL_VERSION}
@@ -767,14 +764,10 @@ class RekognitionBackend:
         if not faces:
             raise _invalid_parameter("There are no faces in the image. Should be at least 1.")
         searched = faces[0]
-        threshold = params.get("FaceMatchThreshold", 80.0)
+        # Every match has Similarity 100.0, which passes any FaceMatchThreshold the model allows (0-100).
         with self._lock:
             collection = self._collection(params["CollectionId"])
-            matches = [
-                {"Similarity": 100.0, "Face": face.as_dict()}
-                for face in collection.faces.values()
-                if face.signature == searched.signature and 100.0 >= threshold
-            ]
+            matches = [{"Similarity": 100.0, "Face": face.as_dict()} for face in collection.faces.values() if face.signature == searched.signature]
         if "MaxFaces" in params:
             matches = matches[:params["MaxFaces"]]
         return {

@@ -25,6 +25,7 @@ from ansible_collections.fleet_telemetry.dr.tests.support import rekognition_end
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 PHOTO = (640, 480)
+SIGNED = "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/rekognition/aws4_request, SignedHeaders=host, Signature=0"
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def error_code(excinfo):
     return excinfo.value.response["Error"]["Code"]
 
 
-def raw_post(endpoint, body, target="RekognitionService.ListCollections", authorization="AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/rekognition/aws4_request"):
+def raw_post(endpoint, body, target="RekognitionService.ListCollections", authorization=SIGNED):
     headers = {"Content-Type": rk.JSON_CONTENT_TYPE}
     if target:
         headers["X-Amz-Target"] = target
@@ -409,7 +410,7 @@ def test_wire_format_of_a_success(endpoint):
 
 @pytest.mark.parametrize("body, target, authorization, code", [
     (b"{}", "RekognitionService.ListCollections", None, "MissingAuthenticationTokenException"),
-    (b"{}", "RekognitionService.DetectFaces", "AWS4-HMAC-SHA256 Credential=a/20250101/us-east-1/rekognition/aws4_request", "UnknownOperationException"),
+    (b"{}", "RekognitionService.DetectFaces", SIGNED, "UnknownOperationException"),
     (b"{}", "Other.ListCollections", "AWS4-HMAC-SHA256 x", "UnknownOperationException"),
     (b"{}", None, "AWS4-HMAC-SHA256 x", "UnknownOperationException"),
     (b"{not json", "RekognitionService.ListCollections", "AWS4-HMAC-SHA256 x", "SerializationException"),
@@ -420,6 +421,24 @@ def test_wire_errors(endpoint, body, target, authorization, code):
     status, headers, payload = raw_post(endpoint, body, target, authorization)
     assert (status, payload["__type"], headers["x-amzn-ErrorType"]) == (400, code, code)
     assert payload["message"]
+
+
+def test_tags_are_validated(client):
+    client.create_collection(CollectionId="tagged", Tags={"team": "fleet ops"})
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        client.create_collection(CollectionId="reserved", Tags={"aws:owner": "me"})
+    assert error_code(excinfo) == "ValidationException"
+
+
+def test_internal_errors_are_answered_as_aws_does(endpoint, client, monkeypatch, capsys):
+    def broken(params, region):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(endpoint.backend, "_op_list_collections", broken)
+    with pytest.raises(client.exceptions.InternalServerError) as excinfo:
+        client.list_collections()
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert "RuntimeError: bug" in capsys.readouterr().err
 
 
 # faults
@@ -493,14 +512,25 @@ def test_control_api_over_http(endpoint, client, collection):
 
     state = rk.control(url, reset=True, latency_ms=1)
     assert state["collections"] == {}
-    assert state["config"] == {"tps": None, "burst": None, "latency_ms": 1, "throttle_error": "ProvisionedThroughputExceededException", "throttle_operations": None}
+    assert state["config"] == dict(rk.EndpointConfig(latency_ms=1).as_dict())
+    assert state["config"]["throttle_error"] == "ProvisionedThroughputExceededException"
 
 
-@pytest.mark.parametrize("request_body", [{"colour": "red"}, {"tps": -1}, {"tps": "fast"}, {"throttle_error": "SlowDown"}, {"throttle_operations": ["DetectFaces"]}, [1]])
+@pytest.mark.parametrize("request_body", [
+    {"colour": "red"},
+    {"tps": -1},
+    {"tps": "fast"},
+    {"burst": 0.5},
+    {"latency_ms": -5},
+    {"throttle_error": "SlowDown"},
+    {"throttle_operations": ["DetectFaces"]},
+    {"throttle_operations": "IndexFaces"},
+    [1],
+])
 def test_control_api_rejects_bad_settings(endpoint, request_body):
+    request = urllib.request.Request(endpoint.endpoint_url + rk.CONTROL_PATH, data=json.dumps(request_body).encode())
     with pytest.raises(urllib.error.HTTPError) as excinfo:
-        rk.control(endpoint.endpoint_url, **request_body) if isinstance(request_body, dict) else urllib.request.urlopen(
-            urllib.request.Request(endpoint.endpoint_url + rk.CONTROL_PATH, data=json.dumps(request_body).encode()))
+        urllib.request.urlopen(request, timeout=10)
     assert excinfo.value.code == 400
     assert json.load(excinfo.value)["error"]
     assert endpoint.state()["config"]["tps"] is None

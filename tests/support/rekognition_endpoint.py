@@ -20,6 +20,11 @@ Operations
     FaceModelVersion is always "7.0". ListFaces and ListCollections are paginated with
     MaxResults (default 1000) and an opaque NextToken; faces are listed in FaceId order and
     collections in CollectionId order, so a token stays valid while faces are added or deleted.
+    A token of another collection or a malformed one -> InvalidPaginationTokenException.
+    ListFaces filters by FaceIds; a UserId filter matches nothing (no users here). DeleteFaces
+    reports unknown Face IDs in UnsuccessfulFaceDeletions with reason FACE_NOT_FOUND.
+    CreateCollection's CollectionArn lacks the "arn:" prefix, DescribeCollection's has it, as in
+    AWS's examples. An unexpected failure of this endpoint is answered InternalServerError (500).
 
 Validation, in this order, each step with the code a real client sees
     1. Body: not JSON, not an object, or a blob member that is not base64 -> SerializationException.
@@ -64,14 +69,16 @@ Face detection rule (deterministic; the example app's seeder draws faces to this
        indexes the first MaxFaces (default 100, as AWS) and reports the rest in UnindexedFaces
        with reason EXCEEDS_MAX_FACES. Every indexed face gets a new random FaceId; all faces of
        one call share a new random ImageId.
-    So a face drawn as a filled rectangle of that colour is found when it covers at least 5x5
-    thumbnail pixels, e.g. 50x50 px in a 640x480 photo. ``make_image()`` draws such images.
+    So a filled rectangle of that colour is found when it covers at least 24 whole thumbnail
+    pixels (edge pixels blend with the background and may fall outside the tolerance): 60x60 px
+    anywhere in a 640x480 photo always is. ``make_image()`` draws such images.
 
 Face matching (SearchFacesByImage)
     Each face carries a signature: sha256 of the thumbnail's size and RGB bytes plus the face's
     box in thumbnail pixels. SearchFacesByImage detects the largest face of the query image and
     returns, with Similarity 100.0, every indexed face whose signature equals it: the same face
-    of a pixel-identical image, whatever its ExternalImageId. No other face matches.
+    of a pixel-identical image, whatever its ExternalImageId. No other face matches, and any
+    FaceMatchThreshold (0-100) lets every match through.
 
 Faults and counters for tests
     ``tps``: throttle above this many requests per second, with one token bucket per operation
@@ -673,7 +680,7 @@ class RekognitionBackend:
             if collection_id in self._collections:
                 raise ServiceError("ResourceAlreadyExistsException", "The collection id: %s already exists" % collection_id)
             collection = self._collections[collection_id] = _Collection(collection_id, region, time.time(), dict(params.get("Tags", {})))
-        # AWS answers CreateCollection with an ARN lacking the "arn:" prefix (see its API reference example).
+        # AWS answers CreateCollection with an ARN lacking the "arn:" prefix (the API reference example, also in botocore's examples-1.json).
         return {"StatusCode": 200, "CollectionArn": collection.arn(prefix=""), "FaceModelVersion": FACE_MODEL_VERSION}
 
     def _op_describe_collection(self, params, region):

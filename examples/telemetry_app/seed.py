@@ -107,22 +107,32 @@ def skin_components(width, height, skin):
     return components
 
 
-def find_faces(image_bytes):
-    """Apply the face rule; return one (left, top, width, height) box per face, as ratios of the image size.
+class Face(collections.namedtuple('Face', 'left top width height pixels')):
+    """One face: its box as ratios of the thumbnail (Rekognition's BoundingBox) and its pixel count."""
 
-    Boxes use Rekognition's BoundingBox convention and come in row-major order of each face's first pixel.
-    """
+    __slots__ = ()
+
+    @property
+    def confidence(self):
+        """The Confidence the test Rekognition endpoint reports for this face."""
+        return round(99.0 + 0.99 * min(self.pixels, 1024) / 1024, 4)
+
+
+def find_faces(image_bytes):
+    """Apply the face rule; return the faces largest first, then by top, then by left (the endpoint's order)."""
     thumb = face_thumbnail(image_bytes)
     width, height = thumb.size
-    boxes = []
+    faces = []
     for component in skin_components(width, height, skin_mask(thumb)):
         if len(component) < MIN_FACE_PIXELS:
             continue
         xs = [index % width for index in component]
         ys = [index // width for index in component]
         left, top = min(xs), min(ys)
-        boxes.append((left / width, top / height, (max(xs) - left + 1) / width, (max(ys) - top + 1) / height))
-    return boxes
+        faces.append(Face(round(left / width, 6), round(top / height, 6), round((max(xs) - left + 1) / width, 6),
+                          round((max(ys) - top + 1) / height, 6), len(component)))
+    faces.sort(key=lambda face: (-face.pixels, face.top, face.left))
+    return faces
 
 
 def count_faces(image_bytes):
@@ -162,9 +172,9 @@ PRESETS = {
 }
 
 # On-disk bytes per row including indexes, measured on PostgreSQL 15 with this schema.
-GPS_ROW_BYTES = 160
-GYROSCOPE_ROW_BYTES = 130
-AUDIT_ROW_BYTES = 420
+GPS_ROW_BYTES = 157
+GYROSCOPE_ROW_BYTES = 139
+AUDIT_ROW_BYTES = 350
 PHOTO_OVERHEAD_BYTES = 150
 
 
@@ -404,10 +414,10 @@ def recognition_lines(seed, row, spec, collection_id):
     image_id = uuid.UUID(int=rng.getrandbits(128), version=4)
     created_at = spec.taken_at + datetime.timedelta(seconds=rng.uniform(5, 600))
     lines = []
-    for left, top, width, height in row.faces:
+    for face in row.faces:
         face_id = uuid.UUID(int=rng.getrandbits(128), version=4)
-        fields = [row.photo_id, collection_id, face_id, image_id, '%.4f' % rng.uniform(99.0, 99.9999),
-                  '%.6f' % left, '%.6f' % top, '%.6f' % width, '%.6f' % height, created_at.isoformat()]
+        fields = [row.photo_id, collection_id, face_id, image_id, face.confidence,
+                  face.left, face.top, face.width, face.height, created_at.isoformat()]
         lines.append('\t'.join(str(field) for field in fields) + '\n')
     return lines
 
@@ -467,7 +477,7 @@ SELECT v, t, t + make_interval(secs => 0.2 + random() * 2.5),
        lon0 + radius * cos(a) / cos(radians(lat0)) + (random() - 0.5) * 0.00004,
        (760 + 35 * sin(a * 3) + random() * 4)::real,
        greatest(0, 38 + 24 * sin(k / 17.0 + v) + (random() - 0.5) * 9)::real,
-       (floor(mod((720 - degrees(a))::numeric, 360) * 10) / 10)::real,
+       (floor(mod(mod((-degrees(a))::numeric, 360) + 360, 360) * 10) / 10)::real,
        (0.6 + random() * 1.8)::real,
        (6 + floor(random() * 9))::smallint
 FROM (
@@ -505,42 +515,42 @@ FROM (
            step=repr(step), rows=plan.gyroscope_rows)
 
 
-AUDIT_ACTORS = (
-    'ana.souza@fleet.example', 'bruno.lima@fleet.example', 'carla.mendes@fleet.example', 'diego.alves@fleet.example',
-    'svc:ingest', 'svc:recognition', 'svc:reports', 'svc:backup',
-)
-AUDIT_ACTIONS = (
-    'user.login', 'user.login', 'user.logout', 'photo.view', 'photo.view', 'photo.view', 'photo.upload', 'photo.decrypt',
-    'vehicle.update', 'telemetry.export', 'face.index', 'face.search', 'face.search', 'settings.update', 'user.login_failed',
+AUDIT_USERS = ('ana.souza@fleet.example', 'bruno.lima@fleet.example', 'carla.mendes@fleet.example', 'diego.alves@fleet.example')
+# (action, actor): a None actor is one of AUDIT_USERS; repeated entries make an action more frequent.
+AUDIT_EVENTS = (
+    ('user.login', None), ('user.login', None), ('user.logout', None), ('user.login_failed', None),
+    ('photo.view', None), ('photo.view', None), ('photo.view', None), ('photo.decrypt', None),
+    ('vehicle.update', None), ('settings.update', None), ('telemetry.export', None), ('telemetry.export', 'svc:reports'),
+    ('photo.upload', 'svc:ingest'), ('photo.upload', 'svc:ingest'), ('face.index', 'svc:recognition'),
+    ('face.search', 'svc:recognition'), ('face.search', 'svc:recognition'), ('backup.completed', 'svc:backup'),
 )
 
 
 def sql_audit(seed, plan, end_time):
     """INSERT ... SELECT generate_series of audit events with a JSON detail that depends on the action."""
-    array = 'ARRAY[%s]' % ', '.join(sql_literal(value) for value in AUDIT_ACTIONS)
-    actors = 'ARRAY[%s]' % ', '.join(sql_literal(value) for value in AUDIT_ACTORS)
+    actions = 'ARRAY[%s]' % ', '.join(sql_literal(action) for action, _ in AUDIT_EVENTS)
+    actors = 'ARRAY[%s]' % ', '.join('NULL' if actor is None else sql_literal(actor) for _, actor in AUDIT_EVENTS)
+    users = 'ARRAY[%s]' % ', '.join(sql_literal(user) for user in AUDIT_USERS)
     return '''SELECT setseed({s});
 INSERT INTO audit_log (at, actor, action, detail)
-SELECT at, actor, action,
+SELECT at, coalesce(({actors})[event], ({users})[1 + g % {n_users}]), action,
        jsonb_build_object('request_id', md5({salt} || g)::uuid, 'ip', '10.20.' || (g % 7) || '.' || (g * 31 % 250 + 2))
        || CASE
             WHEN action LIKE 'photo.%' OR action LIKE 'face.%' THEN jsonb_build_object('photo_id', 1 + g * 7919 % {photos}, 'vehicle_id', vehicle)
             WHEN action IN ('vehicle.update', 'telemetry.export') THEN jsonb_build_object('vehicle_id', vehicle, 'fields', jsonb_build_array('status'))
             WHEN action = 'user.login_failed' THEN jsonb_build_object('reason', 'bad_password', 'attempt', 1 + g % 3)
+            WHEN action = 'backup.completed' THEN jsonb_build_object('database', 'telemetry_db', 'bytes', 1000000 + g * 7919 % 900000000)
             ELSE jsonb_build_object('user_agent', 'FleetConsole/2.' || (g % 9) || ' (Linux; Android 14)')
           END
 FROM (
-    SELECT g,
-           timestamptz {end} - make_interval(secs => ({rows} - g) * {step} + random() * {step}) AS at,
-           ({actors})[1 + floor(random() * {n_actors})::int] AS actor,
-           ({actions})[1 + floor(random() * {n_actions})::int] AS action,
-           1 + g % {vehicles} AS vehicle
-    FROM generate_series(1, {rows}) AS g
-) AS event
+    SELECT g, event, ({actions})[event] AS action, 1 + g % {vehicles} AS vehicle,
+           timestamptz {end} - make_interval(secs => ({rows} - g) * {step} + random() * {step}) AS at
+    FROM (SELECT g, 1 + floor(random() * {n_events})::int AS event FROM generate_series(1, {rows}) AS g) AS pick
+) AS audit_event
 ORDER BY at;
 '''.format(s=_setseed(seed, 'audit'), salt=sql_literal(seed), photos=max(plan.photos, 1), vehicles=plan.vehicles,
            end=sql_literal(end_time.isoformat()), rows=plan.audit_rows, step=repr(plan.window_days * 86400.0 / max(plan.audit_rows, 1)),
-           actors=actors, n_actors=len(AUDIT_ACTORS), actions=array, n_actions=len(AUDIT_ACTIONS))
+           actors=actors, users=users, n_users=len(AUDIT_USERS), actions=actions, n_events=len(AUDIT_EVENTS))
 
 
 SQL_FINISH = ''.join(
@@ -586,12 +596,20 @@ class Psql:
         except BrokenPipeError:
             self.finish()
 
-    def finish(self):
-        """Close stdin, wait, and return stdout; raise SeedError when psql failed."""
+    def close_input(self):
         try:
             self.process.stdin.close()
         except BrokenPipeError:
             pass
+
+    def check(self):
+        """Raise SeedError early when psql has already failed."""
+        if self.process.poll():
+            self.finish()
+
+    def finish(self):
+        """Close stdin, wait, and return stdout; raise SeedError when psql failed."""
+        self.close_input()
         output = self.process.stdout.read().decode() if self.process.stdout else ''
         rc = self.process.wait()
         if rc != 0:
@@ -760,8 +778,8 @@ def check_database(psql, env, args):
         psql_query(psql, env, SQL_RESET, 'truncating the application tables')
 
 
-def stream_photos(session, seed, plan, args, key, cipher):
-    """Render photos in a worker pool and stream them with COPY; return totals and recognition lines."""
+def stream_photos(session, seed, plan, args, key, cipher, check=lambda: None):
+    """Render photos in a worker pool and stream them with COPY; return totals. ``check()`` runs between batches."""
     totals = {'photos': 0, 'photos_with_faces': 0, 'faces_expected': 0, 'photo_plaintext_bytes': 0, 'photo_stored_bytes': 0}
     recognition = []
     started = last_report = time.monotonic()
@@ -779,6 +797,7 @@ def stream_photos(session, seed, plan, args, key, cipher):
                 totals['faces_expected'] += len(row.faces)
                 totals['photo_plaintext_bytes'] += row.plaintext_bytes
                 totals['photo_stored_bytes'] += row.stored_bytes
+            check()
             now = time.monotonic()
             if now - last_report >= 5 or totals['photos'] == plan.photos:
                 last_report = now
@@ -789,6 +808,29 @@ def stream_photos(session, seed, plan, args, key, cipher):
     session.write(''.join(recognition))
     session.write('\\.\n')
     totals['recognition_rows'] = len(recognition)
+    return totals
+
+
+def load_data(psql, env, seed, plan, args, key, cipher):
+    """Insert vehicles, then generate telemetry and audit rows in one session while photos stream in another."""
+    psql_query(psql, env, sql_vehicles(seed, plan, args.end_time), 'inserting vehicles')
+    rows_session = Psql(psql, env, 'generating telemetry and audit rows')
+    photo_session = None
+    try:
+        rows_session.write(sql_gps(seed, plan, args.end_time) + sql_gyroscope(seed, plan, args.end_time) + sql_audit(seed, plan, args.end_time))
+        rows_session.close_input()
+        log('telemetry and audit rows: generating in the database (%d GPS, %d gyroscope, %d audit)' % (
+            plan.gps_rows, plan.gyroscope_rows, plan.audit_rows))
+        photo_session = Psql(psql, env, 'loading photos')
+        totals = stream_photos(photo_session, seed, plan, args, key, cipher, check=rows_session.check)
+        photo_session.finish()
+        log('photos committed; waiting for the telemetry and audit rows')
+        rows_session.finish()
+    except BaseException:
+        for session in (rows_session, photo_session):
+            if session is not None:
+                session.kill()
+        raise
     return totals
 
 
@@ -803,25 +845,10 @@ def run(args, environ):
     log('random seed %s, cipher %s, key %s from %s, plan %s (~%d MB)' % (
         seed, cipher, photo_crypto.key_fingerprint(key), key_source, dataclasses.asdict(plan), estimate_mb(plan)))
     check_database(psql, env, args)
-
-    psql_query(psql, env, sql_vehicles(seed, plan, args.end_time), 'inserting vehicles')
-    rows_session = Psql(psql, env, 'generating telemetry and audit rows')
-    photo_session = None
     try:
-        rows_session.write(sql_gps(seed, plan, args.end_time) + sql_gyroscope(seed, plan, args.end_time) + sql_audit(seed, plan, args.end_time))
-        rows_session.process.stdin.close()
-        log('telemetry and audit rows: generating in the database (%d GPS, %d gyroscope, %d audit)' % (
-            plan.gps_rows, plan.gyroscope_rows, plan.audit_rows))
-        photo_session = Psql(psql, env, 'loading photos')
-        totals = stream_photos(photo_session, seed, plan, args, key, cipher)
-        photo_session.finish()
-        log('photos committed; waiting for telemetry')
-        rows_session.finish()
-    except BaseException:
-        for session in (rows_session, photo_session):
-            if session is not None:
-                session.kill()
-        raise
+        totals = load_data(psql, env, seed, plan, args, key, cipher)
+    except SeedError as exc:
+        raise SeedError('%s; the database is partly seeded: fix the cause and run again with --reset' % exc) from None
     psql_query(psql, env, SQL_FINISH, 'resetting sequences and analyzing')
     counts = [int(v) for v in psql_query(psql, env, SQL_COUNTS, 'counting rows').split('|')]
     summary = {

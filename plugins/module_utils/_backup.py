@@ -1,0 +1,261 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The verified logical backup, step by step. Internal to fleet_telemetry.dr.
+
+connect -> export a snapshot and count rows in it -> (prove the key on sample photos) -> pg_dump with
+that snapshot streamed into an atomic artifact (sha256 while writing) -> manifest -> read-back
+verification. Nothing is published under a final name unless every step before it succeeded.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import posixpath
+import shutil
+import subprocess
+import time
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
+    DEFAULT_LEVELS,
+    compressor_argv,
+    pg_dump_args,
+    stream_pipeline,
+    validate_format,
+)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import SnapshotSession, server_facts
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
+    TransportError,
+    client_argv,
+    client_env,
+    fail_from_stderr,
+    resolve_container,
+    run,
+)
+
+COLLECTION_VERSION = '0.1.0'
+
+# Share of the live data size that a dump of each kind is assumed to need at most, for the free
+# space preflight. Photos are encrypted and do not compress, so compressed dumps keep a high ratio.
+SIZE_RATIOS = {'none': 1.1, 'gzip': 0.8, 'zstd': 0.8}
+
+
+class BackupRequest(object):
+    """What to back up and how; built from module parameters."""
+
+    def __init__(self, backup_dir, dump_format='plain', compression='zstd', compression_level=None, jobs=2,
+                 count_tables=('photo', 'audit_log'), count_all_tables=False, key=None, cipher='aes-256-gcm',
+                 key_check_photos=20, photo_table='photo', prefix='backup', check_free_space=True):
+        self.backup_dir = backup_dir
+        self.dump_format = dump_format
+        self.compression = compression
+        self.compression_level = DEFAULT_LEVELS[compression] if compression_level is None else compression_level
+        self.jobs = jobs
+        self.count_tables = list(count_tables or [])
+        self.count_all_tables = count_all_tables
+        self.key = key
+        self.cipher = cipher
+        self.key_check_photos = key_check_photos
+        self.photo_table = photo_table
+        self.prefix = prefix
+        self.check_free_space = check_free_space
+
+
+def required_space(data_size, compression):
+    return int(data_size * SIZE_RATIOS.get(compression, 1.1))
+
+
+def free_space_problem(backup_dir, data_size, compression, disk_usage=shutil.disk_usage):
+    """A sentence when ``backup_dir`` has less free space than the estimated dump needs, else None."""
+    need = required_space(data_size, compression)
+    free = disk_usage(backup_dir).free
+    if free < need:
+        return ('%s has %d MiB free but the dump of about %d MiB of data may need up to %d MiB: free space, '
+                'choose another backup_dir, or set check_free_space=false' % (backup_dir, free >> 20, data_size >> 20, need >> 20))
+    return None
+
+
+def _plain_version_argv(conn, tool):
+    if conn.transport == 'compose':
+        return [conn.docker_cli, 'exec', resolve_container(conn), tool, '--version']
+    return [os.path.join(conn.bin_dir, tool) if conn.bin_dir else tool, '--version']
+
+
+def dump_tool_version(conn, tool='pg_dump'):
+    argv = _plain_version_argv(conn, tool)
+    rc, out, err = run(argv, timeout=60)
+    if rc != 0:
+        raise fail_from_stderr(conn, rc, err, argv, '%s --version' % tool)
+    return out.strip()
+
+
+def _dump_directory_via_container(conn, args, target_dir, progress):
+    """Directory format over compose: pg_dump -Fd inside the container, then stream it out as tar."""
+    container_dir = posixpath.join('/tmp', 'fleet-dr-%d-%d' % (os.getpid(), int(time.time() * 1000)))
+    dump_argv = client_argv(conn, 'pg_dump', args + ['--file', container_dir])
+    env = client_env(conn)
+    cleanup = [conn.docker_cli, 'exec', conn.container, 'rm', '-rf', container_dir]
+    try:
+        rc, dummy, err = run(dump_argv, env=env)
+        if rc != 0:
+            raise fail_from_stderr(conn, rc, err, dump_argv, 'pg_dump')
+        tar_argv = [conn.docker_cli, 'exec', conn.container, 'tar', '-C', container_dir, '-cf', '-', '.']
+        sink = _TarSink(target_dir)
+        stats = stream_pipeline(tar_argv, env, sink, progress=progress)
+        sink.close()
+        return stats
+    finally:
+        run(cleanup, timeout=120)
+
+
+class _TarSink(object):
+    """Receives a tar stream chunk by chunk and extracts regular files into a directory."""
+
+    def __init__(self, target_dir):
+        self.proc = subprocess.Popen(['tar', '-C', target_dir, '-xf', '-', '--no-same-owner'], stdin=subprocess.PIPE)
+
+    def write(self, data):
+        self.proc.stdin.write(data)
+
+    def close(self):
+        self.proc.stdin.close()
+        if self.proc.wait() != 0:
+            raise TransportError('could not unpack the directory archive streamed out of the container', code='dump_failed')
+
+
+def _utc(ts):
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).isoformat().replace('+00:00', 'Z')
+
+
+def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
+    """Take one verified backup; return the result dict (no secrets in it)."""
+    problem = validate_format(req.dump_format, req.compression)
+    if problem:
+        raise TransportError(problem, code='bad_option')
+    _artifact.check_destination(req.backup_dir)
+    started = clock()
+    name = _artifact.artifact_name(datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc),
+                                   req.dump_format, req.compression, prefix=req.prefix)
+    path = os.path.join(req.backup_dir, name)
+    result = {'path': path, 'format': req.dump_format, 'compression': req.compression,
+              'compression_level': req.compression_level, 'connection': conn.describe()}
+    timings = {}
+
+    if check_mode:
+        with SnapshotSession(conn) as session:
+            facts = server_facts(session)
+        result.update(changed=True, would_write=path, estimated_data_size=facts['data_size'],
+                      server_version=facts['server_version'],
+                      msg='would write %s (about %d MiB of table data)' % (path, facts['data_size'] >> 20))
+        if req.check_free_space:
+            result['free_space_problem'] = free_space_problem(req.backup_dir, facts['data_size'], req.compression)
+        return result
+
+    with BackupLock(req.backup_dir, 'backup-%s' % conn.database, purpose='backup of %s to %s' % (conn.database, path)):
+        with SnapshotSession(conn) as session:
+            facts = server_facts(session)
+            if req.check_free_space:
+                problem = free_space_problem(req.backup_dir, facts['data_size'], req.compression)
+                if problem:
+                    raise TransportError(problem, code='disk_full')
+            snapshot = session.begin()
+            tables = session.user_tables() if req.count_all_tables else req.count_tables
+            existing = set(session.user_tables())
+            missing = [t for t in tables if t not in existing]
+            if missing:
+                raise TransportError('table(s) %s do not exist in %s: set count_tables to tables that exist'
+                                     % (', '.join(missing), conn.database), code='no_table')
+            t0 = clock()
+            counts = session.counts(tables) if tables else {}
+            timings['count_seconds'] = round(clock() - t0, 3)
+
+            key_fp = None
+            if req.key is not None:
+                t0 = clock()
+                photos = check_photos(iter_photos(session, table=req.photo_table, limit=req.key_check_photos), req.key, req.cipher)
+                verdict = key_verdict(photos, req.cipher)
+                if verdict:
+                    raise TransportError(verdict + ': check encryption_key and cipher', code='wrong_key')
+                key_fp = key_fingerprint(req.key)
+                result['key_check'] = {'photos_checked': photos['checked']}
+                timings['key_check_seconds'] = round(clock() - t0, 3)
+
+            pg_dump_version = dump_tool_version(conn)
+            args = pg_dump_args(req.dump_format, req.compression, req.compression_level, snapshot=snapshot, jobs=req.jobs)
+            t0 = clock()
+            if req.dump_format == 'directory':
+                with _artifact.AtomicDirectoryArtifact(req.backup_dir, name) as writer:
+                    if conn.transport == 'compose':
+                        stats = _dump_directory_via_container(conn, args, writer.path, progress)
+                    else:
+                        argv = client_argv(conn, 'pg_dump', args + ['--file', os.path.join(writer.path)])
+                        rc, dummy, err = run(argv, env=client_env(conn))
+                        if rc != 0:
+                            raise fail_from_stderr(conn, rc, err, argv, 'pg_dump')
+                        stats = {}
+                    writer.commit()
+                    sha256, size = writer.sha256, writer.size
+            else:
+                argv = client_argv(conn, 'pg_dump', args)
+                compressor = compressor_argv(req.dump_format, req.compression, req.compression_level)
+                with _artifact.AtomicArtifactWriter(req.backup_dir, name) as writer:
+                    try:
+                        stats = stream_pipeline(argv, client_env(conn), writer, compressor, progress)
+                    except TransportError as exc:
+                        if exc.code == 'dump_failed':
+                            raise fail_from_stderr(conn, exc.rc, exc.stderr, argv, 'pg_dump')
+                        raise
+                    writer.commit()
+                    sha256, size = writer.sha256, writer.size
+            timings['dump_seconds'] = round(clock() - t0, 3)
+            session.finish()
+        finished = clock()
+
+        manifest = _artifact.build_manifest(
+            collection_version=COLLECTION_VERSION, file=name, dump_format=req.dump_format, compression=req.compression,
+            compression_level=req.compression_level, size=size, sha256=sha256, database=facts['database'],
+            server_version=facts['server_version'], pg_dump_version=pg_dump_version, started_at=_utc(started),
+            finished_at=_utc(finished), snapshot_id=snapshot, row_counts=counts, counted_tables=list(tables),
+            key_fingerprint=key_fp, cipher=req.cipher if key_fp else None, transport=conn.describe())
+        _artifact.write_manifest(path + _artifact.MANIFEST_SUFFIX, manifest)
+
+        t0 = clock()
+        verification = _artifact.verify_artifact(path, toc_runner=toc_runner_for(conn))
+        timings['verify_seconds'] = round(clock() - t0, 3)
+        if not verification['ok']:
+            raise TransportError('the backup was written but does not verify: %s' % verification['problems'][0],
+                                 code='verify_failed')
+    timings['total_seconds'] = round(clock() - started, 3)
+    result.update(changed=True, path=path, manifest_path=path + _artifact.MANIFEST_SUFFIX, size=size, sha256=sha256,
+                  row_counts=counts, key_fingerprint=key_fp, server_version=facts['server_version'],
+                  pg_dump_version=pg_dump_version, timings=timings, stream=stats, verified=True,
+                  msg='backup of %s written to %s (%d MiB, sha256 %s, %s) in %.1f s' % (
+                      conn.database, path, size >> 20, sha256[:12],
+                      ', '.join('%s=%d' % kv for kv in sorted(counts.items())) or 'no tables counted', timings['total_seconds']))
+    return result
+
+
+def toc_runner_for(conn):
+    """``pg_restore -l`` of an artifact, run where the client tools are (inside the container for compose)."""
+    def runner(path):
+        if conn.transport == 'compose':
+            base = [conn.docker_cli, 'exec', '-i', conn.container, 'pg_restore', '-l']
+            if os.path.isdir(path):
+                # pg_restore needs a directory archive on its own filesystem: ship toc.dat only.
+                with open(os.path.join(path, 'toc.dat'), 'rb') as toc:
+                    return _run_bytes(base + ['-F', 'c'], toc)
+            with open(path, 'rb') as archive:
+                return _run_bytes(base, archive)
+        binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'
+        return run([binary, '-l', path])
+    return runner
+
+
+def _run_bytes(argv, stdin_file):
+    proc = subprocess.run(argv, stdin=stdin_file, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    return proc.returncode, proc.stdout.decode('utf-8', 'replace'), proc.stderr.decode('utf-8', 'replace')

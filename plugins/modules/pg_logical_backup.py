@@ -1,0 +1,260 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_logical_backup
+short_description: Take a verified logical backup of a PostgreSQL database in a compose stack or over libpq
+version_added: 0.1.0
+description:
+  - Dumps one database with C(pg_dump) into an artifact in O(backup_dir) and writes a JSON manifest beside it, as the
+    seed runbook's C(docker-compose exec -T db pg_dump ... > backup_<timestamp>.sql) does, but verified.
+  - The rows of O(count_tables) are counted exactly in the same snapshot as the dump (C(pg_export_snapshot) handed to
+    C(pg_dump --snapshot)), so a database under concurrent writes still verifies exactly after a restore.
+  - The dump is streamed, never held in memory; its sha256 is computed while writing; the artifact is published
+    atomically (temporary file, fsync, rename, fsync of the directory). On any failure no file is left under a final name.
+  - After publishing, the artifact is read back and verified (checksum, and the table of contents for custom and
+    directory archives).
+  - When O(encryption_key) is given, sample photos are decrypted with it first and its fingerprint is recorded in
+    the manifest, so a restore can prove it has the right key before destroying anything.
+  - A lock file in O(backup_dir) stops two backups of the same database from running at once.
+author:
+  - fleet_telemetry.dr developers
+extends_documentation_fragment:
+  - fleet_telemetry.dr._attributes
+  - fleet_telemetry.dr._connection
+  - fleet_telemetry.dr._encryption_key
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Connects read-only, reports the artifact path it would write and the estimated data size, writes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run creates a new artifact with a new timestamped name and leaves earlier ones intact.
+options:
+  backup_dir:
+    description:
+      - Directory of the artifacts. Must exist, be a directory (not a device) and be writable.
+    type: path
+    required: true
+  format:
+    description:
+      - V(plain) is SQL text that the runbook's C(cat backup.sql | psql) restores; uncompressed it has the runbook's name
+        C(backup_YYYY-MM-DD_HH-MM-SS.sql).
+      - V(custom) is a C(pg_dump -Fc) archive; V(directory) a C(pg_dump -Fd) archive dumped with O(jobs) workers.
+        Both restore in parallel with C(pg_restore -j).
+    type: str
+    choices: [plain, custom, directory]
+    default: plain
+  compression:
+    description:
+      - V(zstd) compresses a plain dump with the C(zstd) command on the host while it streams.
+      - V(gzip) compresses a plain dump with C(gzip), or custom and directory archives inside C(pg_dump).
+      - pg_dump 15 has no zstd for custom and directory archives.
+    type: str
+    choices: [none, gzip, zstd]
+    default: zstd
+  compression_level:
+    description: Compression level. Defaults to 1, the fastest, because encrypted photos do not compress anyway.
+    type: int
+  jobs:
+    description: Parallel C(pg_dump) workers with O(format=directory).
+    type: int
+    default: 2
+  count_tables:
+    description: Tables whose exact row counts go into the manifest, to be checked after a restore.
+    type: list
+    elements: str
+    default: [photo, audit_log]
+  count_all_tables:
+    description: Count every user table instead of O(count_tables).
+    type: bool
+    default: false
+  photo_table:
+    description: Table of the encrypted photos (column C(id) and C(data)), used to prove O(encryption_key).
+    type: str
+    default: photo
+  key_check_photos:
+    description: How many photos to decrypt with O(encryption_key) before recording its fingerprint.
+    type: int
+    default: 20
+  name_prefix:
+    description: Prefix of the artifact name.
+    type: str
+    default: backup
+  check_free_space:
+    description: Refuse to start when O(backup_dir) has less free space than the estimated dump size.
+    type: bool
+    default: true
+requirements:
+  - PostgreSQL client tools in the container (O(transport=compose)) or on the host (O(transport=direct)).
+  - C(zstd) or C(gzip) on the host for compressed plain dumps.
+seealso:
+  - module: fleet_telemetry.dr.pg_artifact_verify
+"""
+
+EXAMPLES = r"""
+- name: Back up the compose stack's database the verified way
+  fleet_telemetry.dr.pg_logical_backup:
+    project_src: /srv/telemetry
+    backup_dir: /var/backups/telemetry
+    encryption_key: "{{ telemetry_encryption_key }}"
+
+- name: Back up a managed PostgreSQL over TCP into a parallel directory archive
+  fleet_telemetry.dr.pg_logical_backup:
+    transport: direct
+    db_host: db.internal
+    db_port: 5432
+    db_password: "{{ telemetry_db_password }}"
+    backup_dir: /var/backups/telemetry
+    format: directory
+    compression: gzip
+    jobs: 4
+"""
+
+RETURN = r"""
+path:
+  description: The artifact (a file, or a directory for O(format=directory)); in check mode the one that would be written.
+  returned: always
+  type: str
+  sample: /var/backups/telemetry/backup_2026-11-25_03-00-00.sql.zst
+manifest_path:
+  description: The manifest beside the artifact.
+  returned: success
+  type: str
+format:
+  description: Dump format.
+  returned: always
+  type: str
+compression:
+  description: Compression.
+  returned: always
+  type: str
+compression_level:
+  description: Compression level.
+  returned: always
+  type: int
+size:
+  description: Bytes of the artifact.
+  returned: success
+  type: int
+sha256:
+  description: sha256 of the artifact (for a directory, of its sorted listing of per-file digests).
+  returned: success
+  type: str
+row_counts:
+  description: Exact row counts taken in the dump's snapshot.
+  returned: success
+  type: dict
+  sample: {photo: 5000, audit_log: 120000}
+key_fingerprint:
+  description: Fingerprint of O(encryption_key) recorded in the manifest, or null.
+  returned: success
+  type: str
+key_check:
+  description: How many photos were decrypted to prove the key.
+  returned: when O(encryption_key) is given
+  type: dict
+server_version:
+  description: PostgreSQL server version.
+  returned: success
+  type: str
+pg_dump_version:
+  description: Version of the pg_dump that made the dump.
+  returned: success
+  type: str
+timings:
+  description: Seconds spent counting, checking the key, dumping, verifying, and in total.
+  returned: success
+  type: dict
+stream:
+  description: Bytes streamed and seconds of the dump pipeline.
+  returned: success
+  type: dict
+verified:
+  description: Whether the read-back verification passed (always true on success).
+  returned: success
+  type: bool
+connection:
+  description: Where the database was reached (no secrets).
+  returned: always
+  type: dict
+would_write:
+  description: The artifact path that would be written.
+  returned: check mode
+  type: str
+estimated_data_size:
+  description: Bytes of table data, the basis of the free space check.
+  returned: check mode
+  type: int
+free_space_problem:
+  description: Why the run would be refused for lack of space, or null.
+  returned: check mode with O(check_free_space)
+  type: str
+error_code:
+  description: Stable code of the failure (for example V(auth_failed), V(no_database), V(disk_full), V(lock_held)).
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import BackupRequest, run_backup
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import LockHeldError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
+    CONNECTION_REQUIRED_IF,
+    connection_argument_spec,
+    connection_from_params,
+    encryption_key_argument_spec,
+)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
+
+
+def main():
+    argument_spec = connection_argument_spec()
+    argument_spec.update(encryption_key_argument_spec())
+    argument_spec.update(
+        backup_dir=dict(type='path', required=True),
+        format=dict(type='str', choices=['plain', 'custom', 'directory'], default='plain'),
+        compression=dict(type='str', choices=['none', 'gzip', 'zstd'], default='zstd'),
+        compression_level=dict(type='int'),
+        jobs=dict(type='int', default=2),
+        count_tables=dict(type='list', elements='str', default=['photo', 'audit_log']),
+        count_all_tables=dict(type='bool', default=False),
+        photo_table=dict(type='str', default='photo'),
+        key_check_photos=dict(type='int', default=20),
+        name_prefix=dict(type='str', default='backup'),
+        check_free_space=dict(type='bool', default=True),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
+    params = module.params
+    try:
+        key = parse_key(params['encryption_key']) if params['encryption_key'] else None
+        request = BackupRequest(
+            backup_dir=params['backup_dir'], dump_format=params['format'], compression=params['compression'],
+            compression_level=params['compression_level'], jobs=params['jobs'], count_tables=params['count_tables'],
+            count_all_tables=params['count_all_tables'], key=key, cipher=params['cipher'],
+            key_check_photos=params['key_check_photos'], photo_table=params['photo_table'], prefix=params['name_prefix'],
+            check_free_space=params['check_free_space'])
+        result = run_backup(connection_from_params(params), request, check_mode=module.check_mode)
+    except TransportError as exc:
+        module.fail_json(**exc.to_result())
+    except LockHeldError as exc:
+        module.fail_json(msg=str(exc), error_code='lock_held')
+    except ArtifactError as exc:
+        module.fail_json(msg=str(exc), error_code=getattr(exc, 'code', 'artifact_error'))
+    except PhotoCryptoError as exc:
+        module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key')
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -172,9 +172,9 @@ PRESETS = {
 }
 
 # On-disk bytes per row including indexes, measured on PostgreSQL 15 with this schema.
-GPS_ROW_BYTES = 157
-GYROSCOPE_ROW_BYTES = 139
-AUDIT_ROW_BYTES = 350
+GPS_ROW_BYTES = 168
+GYROSCOPE_ROW_BYTES = 151
+AUDIT_ROW_BYTES = 341
 PHOTO_OVERHEAD_BYTES = 150
 
 
@@ -304,7 +304,7 @@ def _background(rng, width, height):
     ])
     draw = ImageDraw.Draw(image)
     horizon = int(height * rng.uniform(0.45, 0.65))
-    for _ in range(rng.randint(3, 9)):
+    for dummy in range(rng.randint(3, 9)):
         left = rng.randint(-width // 10, width)
         top = rng.randint(int(horizon * 0.2), horizon)
         draw.rectangle((left, top, left + rng.randint(width // 12, width // 4), horizon), fill=_safe_colour(rng))
@@ -314,7 +314,7 @@ def _background(rng, width, height):
     for step in range(6):
         y0 = horizon + (height - horizon) * step / 6
         draw.line([(width / 2, y0), (width / 2, y0 + (height - horizon) / 12)], fill=lane, width=max(1, width // 160))
-    for _ in range(rng.randint(2, 6)):
+    for dummy in range(rng.randint(2, 6)):
         x, y, r = rng.randint(0, width), rng.randint(horizon // 2, horizon), rng.randint(width // 40 + 1, width // 10 + 2)
         draw.ellipse((x - r, y - r, x + r, y + r), fill=(rng.randint(10, 70), rng.randint(90, 170), rng.randint(30, 90)))
     return image
@@ -528,8 +528,8 @@ AUDIT_EVENTS = (
 
 def sql_audit(seed, plan, end_time):
     """INSERT ... SELECT generate_series of audit events with a JSON detail that depends on the action."""
-    actions = 'ARRAY[%s]' % ', '.join(sql_literal(action) for action, _ in AUDIT_EVENTS)
-    actors = 'ARRAY[%s]' % ', '.join('NULL' if actor is None else sql_literal(actor) for _, actor in AUDIT_EVENTS)
+    actions = 'ARRAY[%s]' % ', '.join(sql_literal(action) for action, dummy in AUDIT_EVENTS)
+    actors = 'ARRAY[%s]' % ', '.join('NULL' if actor is None else sql_literal(actor) for dummy, actor in AUDIT_EVENTS)
     users = 'ARRAY[%s]' % ', '.join(sql_literal(user) for user in AUDIT_USERS)
     return '''SELECT setseed({s});
 INSERT INTO audit_log (at, actor, action, detail)
@@ -562,10 +562,9 @@ SQL_RESET = 'TRUNCATE %s RESTART IDENTITY CASCADE;\n' % ', '.join(APP_TABLES)
 
 SQL_PREAMBLE = '\\set QUIET on\n\\set ON_ERROR_STOP on\n\\pset tuples_only on\n\\pset format unaligned\n'
 
-SQL_STATE = 'SELECT %s;\n' % ', '.join(
-    "CASE WHEN to_regclass('public.%s') IS NULL THEN -1 WHEN EXISTS (SELECT FROM public.%s) THEN 1 ELSE 0 END" % (table, table)
-    for table in APP_TABLES
-)
+SQL_TABLES = 'SELECT %s;\n' % ', '.join("to_regclass('public.%s') IS NOT NULL" % table for table in APP_TABLES)
+
+SQL_FILLED = 'SELECT %s;\n' % ', '.join('EXISTS (SELECT FROM public.%s)' % table for table in APP_TABLES)
 
 SQL_COUNTS = 'SELECT %s, pg_database_size(current_database());\n' % ', '.join('(SELECT count(*) FROM %s)' % table for table in APP_TABLES)
 
@@ -643,7 +642,7 @@ def read_env_file(path):
         line = line.strip()
         if not line or line.startswith('#') or '=' not in line:
             continue
-        name, _, value = line.partition('=')
+        name, dummy, value = line.partition('=')
         name = name.strip().removeprefix('export ').strip()
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
@@ -760,8 +759,8 @@ def log(message):
 
 def check_database(psql, env, args):
     """Refuse to seed over existing data unless --reset; create the schema when asked to."""
-    state = dict(zip(APP_TABLES, (int(v) for v in psql_query(psql, env, SQL_STATE, 'checking the tables').split('|'))))
-    missing = [table for table, value in state.items() if value < 0]
+    present = dict(zip(APP_TABLES, psql_query(psql, env, SQL_TABLES, 'checking the tables').split('|')))
+    missing = [table for table, value in present.items() if value != 't']
     if missing and args.create_schema and len(missing) == len(APP_TABLES):
         log('loading %s' % SCHEMA_PATH)
         psql_query(psql, env, SCHEMA_PATH.read_text(encoding='utf-8'), 'loading the schema')
@@ -769,7 +768,8 @@ def check_database(psql, env, args):
     if missing:
         raise SeedError('table(s) %s do not exist in the database: load %s first (the db container does it on its first start, '
                         'or pass --create-schema)' % (', '.join(missing), SCHEMA_PATH))
-    filled = [table for table, value in state.items() if value > 0]
+    state = dict(zip(APP_TABLES, psql_query(psql, env, SQL_FILLED, 'checking for existing rows').split('|')))
+    filled = [table for table, value in state.items() if value == 't']
     if filled and not args.reset:
         raise SeedError('the database already has application data (%s not empty); run again with --reset to delete '
                         'all application rows first' % ', '.join(filled))

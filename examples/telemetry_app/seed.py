@@ -9,7 +9,8 @@ PNG images, about 60% showing faces) are rendered with Pillow, encrypted with EN
 with COPY. Everything goes through psql's standard input, so the same command works through
 ``docker exec -i``, ``docker-compose exec -T`` or a direct libpq connection.
 
-The key never travels in argv: it comes from the environment or --env-file.
+The key never travels in argv: it comes from the environment or --env-file. With --verify the script
+seeds nothing: it reads every photo back, decrypts it and checks it against its row.
 
 FACE RULE (the test Rekognition endpoint detects faces exactly this way, see find_faces()):
 open the image, convert it to RGB, downscale it with ``Image.thumbnail((64, 64), Image.Resampling.BOX)``;
@@ -718,8 +719,8 @@ def build_parser():
         description='Seed the example fleet-telemetry database (telemetry_db) with vehicles, GPS and gyroscope telemetry, '
                     'photos encrypted with ENCRYPTION_KEY, Rekognition recognition results and audit_log rows.',
         epilog='The key is read from the environment variable ENCRYPTION_KEY or from --env-file (which wins), never from '
-               'the command line; it may be 32 raw bytes, 64 hex characters or base64 of 32 bytes. Presets: '
-               + '; '.join('%s: %d vehicles, %d telemetry rows, %d photos of ~%d KB, ~%d MB' % (
+               'the command line; it may be 64 hex characters, base64 of 32 bytes or 32 characters used as is. Presets: '
+               + '; '.join('%s: %d vehicles, %d telemetry rows, %d photos of ~%d KB, ~%.0f MB' % (
                    name, plan.vehicles, plan.telemetry_rows, plan.photos, plan.photo_kb, estimate_mb(plan)) for name, plan in PRESETS.items())
                + '. A one-line JSON summary is printed on stdout, progress on stderr.',
     )
@@ -737,6 +738,9 @@ def build_parser():
                                            'POSTGRES_PASSWORD (the password is given to psql as PGPASSWORD)')
     parser.add_argument('--cipher', help='photo cipher: %s (default: PHOTO_CIPHER from --env-file or the environment, '
                                          'else %s)' % (', '.join(photo_crypto.SCHEMES), photo_crypto.DEFAULT_SCHEME))
+    parser.add_argument('--verify', action='store_true',
+                        help='seed nothing: read every photo back, decrypt it with the key and check '
+                             'its SHA-256, image type and recognition_result faces; exit 1 on any mismatch')
     parser.add_argument('--reset', action='store_true', help='TRUNCATE all application tables first (deletes their data)')
     parser.add_argument('--create-schema', action='store_true', help='load schema/01_schema.sql first when the tables do not exist')
     parser.add_argument('--random-seed', help='seed for reproducible data (default: random, printed on stderr); '
@@ -834,11 +838,65 @@ def load_data(psql, env, seed, plan, args, key, cipher):
     return totals
 
 
+SQL_VERIFY_PHOTOS = (
+    'COPY (SELECT p.id, p.content_type, p.data, p.sha256, (SELECT count(*) FROM recognition_result r WHERE r.photo_id = p.id)'
+    ' FROM photo p ORDER BY p.id) TO STDOUT;\n'
+)
+
+
+def _copy_bytea(field):
+    """Decode a bytea field of COPY text output (hex format, backslash escaped); None for NULL."""
+    return None if field == '\\N' else bytes.fromhex(field[3:])
+
+
+def check_photo(key, cipher, fields):
+    """Return the problem with one COPY row of SQL_VERIFY_PHOTOS, or None when the photo is sound."""
+    photo_id, content_type, data, sha256, indexed_faces = fields
+    try:
+        image = photo_crypto.decrypt(key, _copy_bytea(data), cipher)
+    except photo_crypto.DecryptError as exc:
+        return 'photo %s: %s' % (photo_id, exc)
+    expected_sha = _copy_bytea(sha256)
+    if expected_sha is not None and hashlib.sha256(image).digest() != expected_sha:
+        return 'photo %s: decrypts, but its SHA-256 differs from photo.sha256' % photo_id
+    kind = photo_crypto.detect_image_type(image)
+    if kind is None or 'image/%s' % kind != content_type:
+        return 'photo %s: decrypts to %s, but content_type is %s' % (photo_id, kind or 'no JPEG or PNG image', content_type)
+    if int(indexed_faces) and count_faces(image) != int(indexed_faces):
+        return 'photo %s: %s recognition_result rows, but the face rule finds %d faces' % (photo_id, indexed_faces, count_faces(image))
+    return None
+
+
+def verify(psql, env, key, cipher):
+    """Decrypt and check every stored photo, streaming them out of the database; return the summary."""
+    session = Psql(psql, env, 'reading photos back', capture=True)
+    session.write(SQL_VERIFY_PHOTOS)
+    session.close_input()
+    checked, problems = 0, []
+    for line in session.process.stdout:
+        problem = check_photo(key, cipher, line.decode('ascii').rstrip('\n').split('\t'))
+        checked += 1
+        if problem:
+            problems.append(problem)
+            if len(problems) <= 5:
+                log(problem)
+    session.finish()
+    counts = [int(v) for v in psql_query(psql, env, SQL_COUNTS, 'counting rows').split('|')]
+    if problems:
+        raise SeedError('%d of %d photos failed verification; the first: %s' % (len(problems), checked, problems[0]))
+    log('verified %d photos: all decrypt with key %s (cipher %s) and match their checksums' % (
+        checked, photo_crypto.key_fingerprint(key), cipher))
+    return {'rows': dict(zip(APP_TABLES, counts)), 'photos_verified': checked, 'cipher': cipher,
+            'key_fingerprint': photo_crypto.key_fingerprint(key), 'database_bytes': counts[-1]}
+
+
 def run(args, environ):
     started = time.monotonic()
     key, cipher, settings, key_source = resolve_settings(args, environ)
     psql = psql_command(args, settings)
     env = child_environment(environ, settings)
+    if args.verify:
+        return verify(psql, env, key, cipher)
     seed = args.random_seed if args.random_seed is not None else str(random.SystemRandom().getrandbits(48))
     plan = make_plan(args.size, args.target_mb, vehicles=args.vehicles, telemetry_rows=args.telemetry_rows, photos=args.photos,
                      photo_kb=args.photo_kb, audit_rows=args.audit_rows)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import datetime
 import importlib.util
 import io
@@ -222,3 +223,27 @@ def test_bench_preset_matches_the_measured_dataset(seed):
     plan = seed.PRESETS['bench']
     assert plan.telemetry_rows == 6_000_000 and plan.photos == 5_000 and plan.photo_kb == 100
     assert 1300 < seed.estimate_mb(plan) < 1600
+
+
+def _verify_row(seed, image, sha=None, content_type='image/png', faces=0):
+    stored = seed.photo_crypto.encrypt(KEY, image, 'aes-256-gcm')
+    sha = hashlib.sha256(image).digest() if sha is None else sha
+    return ['9', content_type, '\\\\x' + stored.hex(), '\\\\x' + sha.hex(), str(faces)]
+
+
+@pytest.mark.parametrize('change, fragment', [
+    ({}, None),
+    ({'faces': 1}, None),
+    ({'sha': b'\0' * 32}, 'SHA-256 differs'),
+    ({'content_type': 'image/jpeg'}, 'decrypts to png, but content_type is image/jpeg'),
+    ({'faces': 2}, '2 recognition_result rows, but the face rule finds 1 faces'),
+])
+def test_check_photo(seed, change, fragment):
+    image = _encode(_canvas([(10, 10, 10, 10)]), 'PNG')
+    problem = seed.check_photo(KEY, 'aes-256-gcm', _verify_row(seed, image, **change))
+    assert problem is None if fragment is None else fragment in problem
+
+
+def test_check_photo_names_the_cipher_setting(seed):
+    row = _verify_row(seed, _encode(_canvas([]), 'PNG'))
+    assert 'set the cipher to aes-256-gcm' in seed.check_photo(KEY, 'fernet', row)

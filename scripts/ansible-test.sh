@@ -291,9 +291,22 @@ EOF
 common=(--python "$PYVER" --color no)
 cd "$COLL_DIR"
 
+# ansible-test keeps its venvs in ~/.ansible/test/venv, shared by every checkout on the machine,
+# and two runs building (or repairing) the same venv at once break each other ("does not have pip
+# available", "Directory not empty").  Runs of this script therefore take turns for sanity/units.
+take_venv_lock() {
+    mkdir -p "$HOME/.ansible/test"
+    exec 9>"$HOME/.ansible/test/fleet-dr-ansible-test.lock"
+    if ! flock -n 9; then
+        log "another ansible-test run holds $HOME/.ansible/test/fleet-dr-ansible-test.lock; waiting (max 45 min)"
+        flock -w 2700 9 || die "gave up waiting for the ansible-test lock"
+    fi
+}
+
 case "$mode" in
     sanity)
         changelog_lint
+        take_venv_lock
         write_get_pip
         # Every sanity test runs.  ansible-test silently skips the shell-script lint when its
         # binary is missing (see ensure_shellcheck); pslint has no targets (no PowerShell here).
@@ -303,6 +316,7 @@ case "$mode" in
         ;;
     units)
         check_unit_pins
+        take_venv_lock
         write_get_pip
         if [ ! -d tests/unit ] || [ -z "$(find tests/unit -name 'test_*.py' -print -quit)" ]; then
             log "no unit tests under tests/unit"

@@ -1,0 +1,205 @@
+# -*- coding: utf-8 -*-
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""An advisory lock so that two backups (or a backup and a restore) of one database do not overlap.
+
+Internal to the fleet_telemetry.dr collection: not a public API, it may change without notice.
+
+``BackupLock(directory, name)`` takes ``fcntl.flock(LOCK_EX | LOCK_NB)`` on ``<directory>/.<name>.lock``
+and writes who holds it (pid, host, user, uid, started_at, purpose; never a secret) into that file as
+JSON. A second taker gets ``LockHeldError`` naming the holder. The kernel drops the lock when the
+holder's process ends, however it ends, so a lock file left behind by a dead process never blocks; the
+file is truncated on release and never unlinked (unlinking would let two processes lock two different
+inodes of the same name).
+
+flock is per host (and per NFS server on Linux): it keeps two runs on one host apart, which is what the
+backup needs. This file imports nothing from the collection and must keep compiling on Python 3.8.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import getpass
+import json
+import os
+import re
+import socket
+import time
+
+LOCK_SUFFIX = '.lock'
+_NAME_RE = re.compile(r'[^A-Za-z0-9_.-]')
+_HOLDER_MAX_SIZE = 64 * 1024
+# The holder writes its details right after locking; a contender that reads an empty file waits this long.
+_HOLDER_READ_RETRIES = 5
+_HOLDER_READ_PAUSE = 0.02
+
+
+class LockError(Exception):
+    """The lock cannot be taken; the message is one sentence an operator can act on."""
+
+
+class LockHeldError(LockError):
+    """Another live process holds the lock. ``holder`` is its recorded details (dict, possibly empty)."""
+
+    def __init__(self, message, holder=None, path=None):
+        super().__init__(message)
+        self.holder = holder or {}
+        self.path = path
+
+
+def lock_path(directory, name):
+    """Return the lock file path for ``name`` in ``directory``; characters unsafe in file names become ``_``."""
+    if not name:
+        raise ValueError('a lock needs a name')
+    return os.path.join(directory, '.%s%s' % (_NAME_RE.sub('_', name), LOCK_SUFFIX))
+
+
+def _current_user():
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):
+        return 'uid %d' % os.getuid()
+
+
+def holder_info(purpose):
+    """Return the details this process records when it takes a lock."""
+    return {
+        'pid': os.getpid(),
+        'host': socket.gethostname(),
+        'user': _current_user(),
+        'uid': os.getuid(),
+        'started_at': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'purpose': purpose,
+    }
+
+
+def _parse_holder(data):
+    try:
+        holder = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def read_holder(path):
+    """Return the holder details recorded in the lock file at ``path`` ({} when empty, missing or garbled).
+
+    The details may be those of a process that has ended; only a failed flock proves someone holds it.
+    """
+    try:
+        with open(path, 'rb') as fileobj:
+            return _parse_holder(fileobj.read(_HOLDER_MAX_SIZE))
+    except OSError:
+        return {}
+
+
+def describe_holder(holder, purpose):
+    """Return the sentence of a ``LockHeldError``: who holds the lock and what to do."""
+    what = holder.get('purpose') or purpose
+    if not holder.get('pid'):
+        return 'another %s is running (its details are not recorded yet); wait for it or stop it' % what
+    user = ' (user %s)' % holder['user'] if holder.get('user') else ''
+    return 'another %s is running: pid %s%s on host %s since %s; wait for it or stop it' % (
+        what, holder.get('pid'), user, holder.get('host', 'unknown'), holder.get('started_at', 'an unknown time'))
+
+
+class BackupLock:
+    """Exclusive advisory lock ``<directory>/.<name>.lock``; a context manager.
+
+    ::
+
+        with BackupLock(backup_dir, 'telemetry_db', purpose='backup of telemetry_db'):
+            ...
+
+    ``timeout`` (seconds) keeps retrying a held lock that long before raising ``LockHeldError``; the
+    default 0 fails at once. ``purpose`` defaults to ``backup of <name>`` and shows in the message
+    that a contender gets.
+    """
+
+    def __init__(self, directory, name, purpose=None, timeout=0.0, poll_interval=0.5):
+        self.directory = directory
+        self.name = name
+        self.path = lock_path(directory, name)
+        self.purpose = purpose or 'backup of %s' % name
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.holder = None
+        self._fd = None
+
+    @property
+    def locked(self):
+        """True while this object holds the lock."""
+        return self._fd is not None
+
+    def _open(self):
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOFOLLOW', 0)
+        try:
+            return os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            raise LockError('cannot create the lock file %s: the directory %s does not exist' % (self.path, self.directory)) from None
+        except OSError as exc:
+            raise LockError('cannot create the lock file %s: %s; check the permissions of %s'
+                            % (self.path, exc.strerror or exc, self.directory)) from None
+
+    def _held_error(self):
+        holder = {}
+        for attempt in range(_HOLDER_READ_RETRIES):
+            holder = read_holder(self.path)
+            if holder.get('pid'):
+                break
+            if attempt + 1 < _HOLDER_READ_RETRIES:
+                time.sleep(_HOLDER_READ_PAUSE)
+        return LockHeldError(describe_holder(holder, self.purpose), holder, self.path)
+
+    def acquire(self):
+        """Take the lock or raise ``LockHeldError`` (after ``timeout``) / ``LockError``; return self."""
+        if self._fd is not None:
+            raise LockError('the lock %s is already held by this process' % self.path)
+        fd = self._open()
+        deadline = time.monotonic() + max(0.0, self.timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise LockError('cannot lock %s: %s' % (self.path, exc.strerror or exc)) from None
+            if time.monotonic() >= deadline:
+                error = self._held_error()
+                os.close(fd)
+                raise error
+            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())) or 0.01)
+        self._fd = fd
+        self.holder = holder_info(self.purpose)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.holder, sort_keys=True).encode('utf-8') + b'\n')
+        except OSError:
+            # The lock itself is held; missing details only make a contender's message vaguer.
+            pass
+        return self
+
+    def release(self):
+        """Drop the lock (truncating the holder details). Safe to call when not held."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.release()
+        return False

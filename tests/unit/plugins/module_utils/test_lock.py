@@ -1,0 +1,180 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import socket
+import time
+
+import pytest
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock as lk
+
+HOLDER_RE = (r'^another backup of telemetry_db is running: pid (?P<pid>[0-9]+) \(user [^)]+\) on host (?P<host>\S+) '
+             r'since (?P<since>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z); wait for it or stop it$')
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('telemetry_db', '.telemetry_db.lock'),
+    ('pg_logical_backup-telemetry_db', '.pg_logical_backup-telemetry_db.lock'),
+    ('weird/db name', '.weird_db_name.lock'),
+])
+def test_lock_path(tmp_path, name, expected):
+    assert lk.lock_path(str(tmp_path), name) == str(tmp_path / expected)
+
+
+def test_lock_path_needs_a_name(tmp_path):
+    with pytest.raises(ValueError):
+        lk.lock_path(str(tmp_path), '')
+
+
+def test_lock_writes_holder_and_releases(tmp_path):
+    lock = lk.BackupLock(str(tmp_path), 'telemetry_db')
+    with lock:
+        assert lock.locked
+        holder = json.loads((tmp_path / '.telemetry_db.lock').read_text())
+        assert holder['pid'] == os.getpid()
+        assert holder['host'] == socket.gethostname()
+        assert holder['uid'] == os.getuid()
+        assert holder['purpose'] == 'backup of telemetry_db'
+        assert set(holder) == {'pid', 'host', 'user', 'uid', 'started_at', 'purpose'}
+        assert os.stat(lock.path).st_mode & 0o777 == 0o600
+    assert not lock.locked
+    assert (tmp_path / '.telemetry_db.lock').read_bytes() == b''
+    with lk.BackupLock(str(tmp_path), 'telemetry_db'):
+        pass
+    lock.release()
+
+
+def test_lock_contention_in_process(tmp_path):
+    with lk.BackupLock(str(tmp_path), 'telemetry_db'):
+        with pytest.raises(lk.LockHeldError) as caught:
+            lk.BackupLock(str(tmp_path), 'telemetry_db').acquire()
+        match = re.match(HOLDER_RE, str(caught.value))
+        assert match, str(caught.value)
+        assert int(match.group('pid')) == os.getpid()
+        assert caught.value.holder['pid'] == os.getpid()
+        assert caught.value.path == str(tmp_path / '.telemetry_db.lock')
+        with lk.BackupLock(str(tmp_path), 'other_db'):
+            pass
+    with lk.BackupLock(str(tmp_path), 'telemetry_db'):
+        pass
+
+
+def test_holder_purpose_shows_in_contender_message(tmp_path):
+    with lk.BackupLock(str(tmp_path), 'telemetry_db', purpose='restore of telemetry_db'):
+        with pytest.raises(lk.LockHeldError, match='^another restore of telemetry_db is running: pid '):
+            lk.BackupLock(str(tmp_path), 'telemetry_db').acquire()
+
+
+def test_lock_timeout_waits_then_fails(tmp_path):
+    with lk.BackupLock(str(tmp_path), 'telemetry_db'):
+        started = time.monotonic()
+        with pytest.raises(lk.LockHeldError):
+            lk.BackupLock(str(tmp_path), 'telemetry_db', timeout=0.3, poll_interval=0.05).acquire()
+        assert time.monotonic() - started >= 0.3
+
+
+def test_acquire_twice_on_one_object(tmp_path):
+    with lk.BackupLock(str(tmp_path), 'telemetry_db') as lock:
+        with pytest.raises(lk.LockError, match='already held by this process'):
+            lock.acquire()
+
+
+def test_stale_lock_file_does_not_block(tmp_path):
+    stale = {'pid': 999999, 'host': 'gone', 'user': 'x', 'uid': 0, 'started_at': '2020-01-01T00:00:00Z', 'purpose': 'backup of telemetry_db'}
+    (tmp_path / '.telemetry_db.lock').write_text(json.dumps(stale))
+    with lk.BackupLock(str(tmp_path), 'telemetry_db') as lock:
+        assert lk.read_holder(lock.path)['pid'] == os.getpid()
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(lk.LockError, match='the directory .* does not exist'):
+        lk.BackupLock(str(tmp_path / 'nope'), 'telemetry_db').acquire()
+
+
+@pytest.mark.parametrize('holder, expected', [
+    ({}, 'another backup of db is running (its details are not recorded yet); wait for it or stop it'),
+    ({'pid': 12, 'host': 'h', 'started_at': 'T'}, 'another backup of db is running: pid 12 on host h since T; wait for it or stop it'),
+    ({'pid': 12, 'host': 'h', 'user': 'u', 'started_at': 'T', 'purpose': 'restore of db'},
+     'another restore of db is running: pid 12 (user u) on host h since T; wait for it or stop it'),
+    ({'pid': 12}, 'another backup of db is running: pid 12 on host unknown since an unknown time; wait for it or stop it'),
+])
+def test_describe_holder(holder, expected):
+    assert lk.describe_holder(holder, 'backup of db') == expected
+
+
+@pytest.mark.parametrize('content, expected', [(b'', {}), (b'{', {}), (b'[1]', {}), (b'\xff', {}), (b'{"pid": 5}', {'pid': 5})])
+def test_read_holder(tmp_path, content, expected):
+    (tmp_path / 'l').write_bytes(content)
+    assert lk.read_holder(str(tmp_path / 'l')) == expected
+    assert lk.read_holder(str(tmp_path / 'missing')) == {}
+
+
+def _hold(directory, ready, release):
+    with lk.BackupLock(directory, 'telemetry_db'):
+        ready.set()
+        release.wait(30)
+
+
+def _try(directory, queue):
+    try:
+        with lk.BackupLock(directory, 'telemetry_db'):
+            queue.put(('acquired', os.getpid()))
+    except lk.LockHeldError as exc:
+        queue.put(('held', str(exc)))
+
+
+def _context():
+    return multiprocessing.get_context('fork')
+
+
+def test_lock_contention_between_processes(tmp_path):
+    ctx = _context()
+    ready, release, queue = ctx.Event(), ctx.Event(), ctx.Queue()
+    holder = ctx.Process(target=_hold, args=(str(tmp_path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        contender = ctx.Process(target=_try, args=(str(tmp_path), queue))
+        contender.start()
+        contender.join(10)
+        outcome, message = queue.get(timeout=10)
+        assert outcome == 'held'
+        match = re.match(HOLDER_RE, message)
+        assert match, message
+        assert int(match.group('pid')) == holder.pid
+        assert match.group('host') == socket.gethostname()
+        with pytest.raises(lk.LockHeldError):
+            lk.BackupLock(str(tmp_path), 'telemetry_db').acquire()
+    finally:
+        release.set()
+        holder.join(10)
+    with lk.BackupLock(str(tmp_path), 'telemetry_db'):
+        pass
+
+
+def _hold_and_die(directory, ready):
+    lock = lk.BackupLock(directory, 'telemetry_db')
+    lock.acquire()
+    ready.set()
+    time.sleep(60)
+
+
+def test_lock_of_a_killed_process_is_free(tmp_path):
+    ctx = _context()
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_and_die, args=(str(tmp_path), ready))
+    holder.start()
+    assert ready.wait(10)
+    with pytest.raises(lk.LockHeldError):
+        lk.BackupLock(str(tmp_path), 'telemetry_db').acquire()
+    holder.kill()
+    holder.join(10)
+    assert lk.read_holder(str(tmp_path / '.telemetry_db.lock'))['pid'] == holder.pid
+    with lk.BackupLock(str(tmp_path), 'telemetry_db') as lock:
+        assert lk.read_holder(lock.path)['pid'] == os.getpid()

@@ -638,7 +638,9 @@ class AtomicDirectoryArtifact:
             run pg_dump -Fd -f artifact.temp_path ...   # or artifact.write_file('toc.dat', chunks)
             result = artifact.commit()                  # {'path', 'name', 'size', 'sha256'}
 
-    ``temp_path`` is created empty (mode 0700), which ``pg_dump -Fd`` accepts. ``commit()`` fsyncs every
+    Write into ``temp_path``, never ``path``: ``path`` is the final name, which must not exist until
+    ``commit()``. ``temp_path`` is created empty (mode 0700), which ``pg_dump -Fd`` accepts; ``sha256``
+    and ``size`` are set by ``commit()``, as with ``AtomicArtifactWriter``. ``commit()`` fsyncs every
     file while computing the directory digest, fsyncs the directories, renames without replacing and
     fsyncs the parent. Abort or an exception removes the whole temporary tree.
     """
@@ -652,6 +654,8 @@ class AtomicDirectoryArtifact:
         self.committed = False
         self.aborted = False
         self.written = 0
+        self.sha256 = None
+        self.size = None
         if os.path.lexists(self.path):
             raise _exists_error(self.path)
         for dummy in range(8):
@@ -724,6 +728,7 @@ class AtomicDirectoryArtifact:
         except OSError as exc:
             raise self._fail(exc, 'publishing') from None
         self.committed = True
+        self.sha256, self.size = sha256, size
         fsync_directory(self.directory)
         return {'path': self.path, 'name': self.name, 'size': size, 'sha256': sha256}
 
@@ -766,6 +771,26 @@ def remove_artifact(path):
 
 def build_manifest(**fields):
     """Return a manifest dict (DESIGN.md section 5) from keyword fields; raise ManifestError if it is invalid.
+
+    Fields (required unless marked optional):
+
+    - ``format_version`` (int, set here), ``collection_version`` (str);
+    - ``file`` (the artifact's base name), ``dump_format`` (plain|custom|directory),
+      ``compression`` (none|gzip|zstd), ``compression_level`` (optional int);
+    - ``size`` (bytes; for a directory the sum of its files), ``sha256`` (hex; for a directory the
+      combined digest of the module docstring);
+    - ``database``, ``server_version``, ``pg_dump_version`` (str);
+    - ``started_at``, ``finished_at`` (ISO 8601 UTC, ``Z``; fractions of a second allowed);
+    - ``snapshot_id`` (optional str, the exported snapshot the dump and the counts share);
+    - ``row_counts`` ({table: int >= 0}, bare or ``schema.table`` names), ``counted_tables`` (the same
+      names as a list);
+    - ``key_fingerprint`` (optional, ``_photo_crypto.key_fingerprint``), ``cipher`` (optional str);
+    - ``transport``: ``compose`` or ``direct``, or a mapping of scalars with that name under the key
+      ``transport`` plus secret-free connection facts (project, service, host, port, user...);
+    - ``host`` (optional str, the machine that ran the backup), ``source`` (optional mapping of scalars).
+
+    Keys that look like secrets (password, secret, token, credential, private) are refused anywhere
+    they are checked.
 
     ``format_version`` is set here. ``started_at``/``finished_at`` may be datetimes (converted to UTC
     strings). ``counted_tables`` defaults to the sorted keys of ``row_counts``. Optional fields
@@ -812,6 +837,26 @@ def _validate_scalar_dict(problems, manifest, field):
             problems.append('%s.%s must be a string, number or boolean' % (field, key))
 
 
+def transport_name(transport):
+    """Return ``compose`` or ``direct`` from a manifest's transport (a name, or a mapping with a ``transport`` key)."""
+    if isinstance(transport, dict):
+        return transport.get('transport')
+    return transport
+
+
+def _validate_transport(problems, transport):
+    if transport is None:
+        return
+    if isinstance(transport, dict):
+        _validate_scalar_dict(problems, {'transport': transport}, 'transport')
+    elif not isinstance(transport, str):
+        problems.append('transport must be a name or a mapping with a transport key')
+        return
+    name = transport_name(transport)
+    if name not in TRANSPORTS:
+        problems.append('transport %r is not one of %s' % (name, ', '.join(TRANSPORTS)))
+
+
 def validate_manifest(manifest):
     """Return the list of problems of ``manifest`` (empty when valid), each one sentence.
 
@@ -834,10 +879,11 @@ def validate_manifest(manifest):
     name = manifest.get('file')
     if name is not None and (not isinstance(name, str) or not name or '/' in name or name.startswith('.')):
         problems.append('file must be the artifact\'s base name, got %r' % (name,))
-    for field, choices in (('dump_format', DUMP_FORMATS), ('compression', COMPRESSIONS), ('transport', TRANSPORTS)):
+    for field, choices in (('dump_format', DUMP_FORMATS), ('compression', COMPRESSIONS)):
         value = manifest.get(field)
         if value is not None and value not in choices:
             problems.append('%s %r is not one of %s' % (field, value, ', '.join(choices)))
+    _validate_transport(problems, manifest.get('transport'))
     level = manifest.get('compression_level')
     if level is not None and not _is_int(level):
         problems.append('compression_level must be an integer or null')

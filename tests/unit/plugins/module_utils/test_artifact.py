@@ -160,6 +160,11 @@ def test_parse_timestamp_rejects(text):
         ar.parse_timestamp(text)
 
 
+@pytest.mark.parametrize('transport, expected', [('compose', 'compose'), ({'transport': 'direct', 'host': 'h'}, 'direct'), (None, None)])
+def test_transport_name(transport, expected):
+    assert ar.transport_name(transport) == expected
+
+
 def test_format_timestamp_converts_to_utc():
     local = datetime.datetime(2026, 1, 31, 4, 0, 5, tzinfo=datetime.timezone(datetime.timedelta(hours=2)))
     assert ar.format_timestamp(local) == '2026-01-31T02:00:05Z'
@@ -564,8 +569,8 @@ def test_directory_artifact_commit(tmp_path):
             artifact.write_file(rel, [data[:2], data[2:]])
         result = artifact.commit()
     assert _entries(tmp_path) == ['backup.dir']
-    assert result['sha256'] == ar.sha256_directory(result['path'])
-    assert result['size'] == sum(len(v) for v in DIR_FILES.values())
+    assert result['sha256'] == ar.sha256_directory(result['path']) == artifact.sha256
+    assert result['size'] == sum(len(v) for v in DIR_FILES.values()) == artifact.size
     assert (tmp_path / 'backup.dir' / 'sub' / 'extra.dat').read_bytes() == b'nested'
 
 
@@ -690,6 +695,11 @@ def _valid():
     ({'dump_format': 'tar'}, "dump_format 'tar' is not one of plain, custom, directory"),
     ({'compression': 'lz4'}, "compression 'lz4' is not one of none, gzip, zstd"),
     ({'transport': 'ssh'}, "transport 'ssh' is not one of compose, direct"),
+    ({'transport': {'transport': 'compose', 'project_src': '/srv/t', 'service': 'db', 'user': 'app', 'port': None}}, None),
+    ({'transport': {'transport': 'direct', 'host': 'db', 'port': 5432, 'database': 'db', 'user': 'app'}}, None),
+    ({'transport': {'host': 'db'}}, "transport None is not one of compose, direct"),
+    ({'transport': {'transport': 'direct', 'password': 'x'}}, 'transport.password looks like a secret'),
+    ({'transport': 5}, 'transport must be a name or a mapping with a transport key'),
     ({'size': -1}, 'size must be a non-negative integer'),
     ({'size': '10'}, 'size must be a non-negative integer'),
     ({'sha256': 'A' * 64}, 'sha256 must be 64 lowercase hexadecimal characters'),
@@ -998,3 +1008,41 @@ def test_remove_artifact(tmp_path):
     assert ar.remove_artifact(directory) == [directory + '.manifest.json', directory]
     assert ar.remove_artifact(directory) == []
     assert _entries(tmp_path) == []
+
+
+def test_manifest_as_pg_logical_backup_builds_it(tmp_path):
+    """The backup module passes isoformat() stamps with microseconds and a transport mapping."""
+    (tmp_path / 'backup.sql.zst').write_bytes(b'(\xb5/\xfd')
+    sha256, size = ar.artifact_digest(str(tmp_path / 'backup.sql.zst'))
+    started = datetime.datetime.fromtimestamp(1769824805.123456, tz=UTC).isoformat().replace('+00:00', 'Z')
+    finished = datetime.datetime.fromtimestamp(1769824830.0, tz=UTC).isoformat().replace('+00:00', 'Z')
+    manifest = ar.build_manifest(
+        collection_version='0.1.0', file='backup.sql.zst', dump_format='plain', compression='zstd', compression_level=1,
+        size=size, sha256=sha256, database='telemetry_db', server_version='15.18', pg_dump_version='pg_dump (PostgreSQL) 15.18',
+        started_at=started, finished_at=finished, snapshot_id='00000003-0000001B-1', row_counts={'photo': 5000, 'audit_log': 12},
+        counted_tables=['photo', 'audit_log'], key_fingerprint=None, cipher=None,
+        transport={'transport': 'compose', 'project_src': '/srv/telemetry', 'project_name': None, 'service': 'db',
+                   'database': 'telemetry_db', 'user': 'app'})
+    ar.write_manifest(str(tmp_path / 'backup.sql.zst') + ar.MANIFEST_SUFFIX, manifest)
+    result = ar.verify_artifact(str(tmp_path / 'backup.sql.zst'))
+    assert result['ok'] is True, result['problems']
+    assert ar.list_artifacts(str(tmp_path))[0]['started_at'] == datetime.datetime.fromtimestamp(1769824805.123456, tz=UTC)
+
+
+def test_hashing_and_writing_keep_memory_flat(tmp_path):
+    import tracemalloc
+    size = 48 * 1024 * 1024
+    chunk = b'\x5a' * (256 * 1024)
+    tracemalloc.start()
+    try:
+        with ar.AtomicArtifactWriter(str(tmp_path), 'big.dump') as writer:
+            for dummy in range(size // len(chunk)):
+                writer.write(chunk)
+            writer.commit()
+        assert ar.file_digest(str(tmp_path / 'big.dump'))[1] == size
+        result = ar.verify_artifact(str(tmp_path / 'big.dump'), require_manifest=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result['size'] == size
+    assert peak < 4 * 1024 * 1024, peak

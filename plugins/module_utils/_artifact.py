@@ -1106,7 +1106,7 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
         expected_size, expected_sha = manifest.get('size'), manifest.get('sha256')
         mismatches = []
         if _is_int(expected_size) and expected_size != result['size']:
-            mismatches.append('size mismatch: manifest says %d bytes, file has %d' % (expected_size, result['size']))
+            mismatches.append('size mismatch: manifest says %s bytes, file has %s' % (expected_size, result['size']))
         if isinstance(expected_sha, str) and expected_sha != result['sha256']:
             mismatches.append('sha256 mismatch: manifest says %s, file has %s' % (expected_sha, result['sha256']))
         problems[0:0] = mismatches

@@ -20,7 +20,7 @@ description:
     newer ones and reporting them in RV(rejected).
   - A damaged artifact fails the task with one sentence naming the first problem, unless O(fail_on_problems=false).
 author:
-  - fleet_telemetry.dr developers
+  - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - fleet_telemetry.dr._attributes

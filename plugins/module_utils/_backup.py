@@ -191,9 +191,9 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             if req.dump_format == 'directory':
                 with _artifact.AtomicDirectoryArtifact(req.backup_dir, name) as writer:
                     if conn.transport == 'compose':
-                        stats = _dump_directory_via_container(conn, args, writer.path, progress)
+                        stats = _dump_directory_via_container(conn, args, writer.temp_path, progress)
                     else:
-                        argv = client_argv(conn, 'pg_dump', args + ['--file', os.path.join(writer.path)])
+                        argv = client_argv(conn, 'pg_dump', args + ['--file', writer.temp_path])
                         rc, dummy, err = run(argv, env=client_env(conn))
                         if rc != 0:
                             raise fail_from_stderr(conn, rc, err, argv, 'pg_dump')

@@ -40,7 +40,9 @@ def pg_dump_args(dump_format, compression='none', level=None, snapshot=None, job
     """pg_dump options (without connection options) for a format; plain output is compressed outside pg_dump."""
     args = []
     if dump_format == 'plain':
-        args.append('--format=plain')
+        # --clean --if-exists: the dump restores into a database that already has the schema (a fresh
+        # stack whose init scripts created the tables) with ON_ERROR_STOP, and still with the runbook's psql.
+        args += ['--format=plain', '--clean', '--if-exists']
     elif dump_format == 'custom':
         args += ['--format=custom', '--compress=%d' % (level if compression == 'gzip' else 0)]
     elif dump_format == 'directory':

@@ -21,7 +21,7 @@ description:
     the manifest, so a restore can prove it has the right key before destroying anything.
   - A lock file in O(backup_dir) stops two backups of the same database from running at once.
 author:
-  - fleet_telemetry.dr developers
+  - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
   - fleet_telemetry.dr._attributes
   - fleet_telemetry.dr._connection
@@ -230,7 +230,7 @@ def main():
         count_tables=dict(type='list', elements='str', default=['photo', 'audit_log']),
         count_all_tables=dict(type='bool', default=False),
         photo_table=dict(type='str', default='photo'),
-        key_check_photos=dict(type='int', default=20),
+        key_check_photos=dict(type='int', default=20, no_log=False),
         name_prefix=dict(type='str', default='backup'),
         check_free_space=dict(type='bool', default=True),
     )

@@ -228,7 +228,8 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         verification = _artifact.verify_artifact(path, toc_runner=toc_runner_for(conn))
         timings['verify_seconds'] = round(clock() - t0, 3)
         if not verification['ok']:
-            raise TransportError('the backup was written but does not verify: %s' % verification['problems'][0],
+            _artifact.remove_artifact(path)
+            raise TransportError('the backup was written but did not verify, so it was removed: %s' % verification['problems'][0],
                                  code='verify_failed')
     timings['total_seconds'] = round(clock() - started, 3)
     result.update(changed=True, path=path, manifest_path=path + _artifact.MANIFEST_SUFFIX, size=size, sha256=sha256,
@@ -246,9 +247,10 @@ def toc_runner_for(conn):
         if conn.transport == 'compose':
             base = [conn.docker_cli, 'exec', '-i', conn.container, 'pg_restore', '-l']
             if os.path.isdir(path):
-                # pg_restore needs a directory archive on its own filesystem: ship toc.dat only.
+                # pg_restore -l of a directory archive reads only toc.dat: ship it into a scratch dir there.
+                script = 'd=$(mktemp -d) && cat > "$d/toc.dat" && pg_restore -l "$d"; rc=$?; rm -rf "$d"; exit $rc'
                 with open(os.path.join(path, 'toc.dat'), 'rb') as toc:
-                    return _run_bytes(base + ['-F', 'c'], toc)
+                    return _run_bytes([conn.docker_cli, 'exec', '-i', conn.container, 'sh', '-c', script], toc)
             with open(path, 'rb') as archive:
                 return _run_bytes(base, archive)
         binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'

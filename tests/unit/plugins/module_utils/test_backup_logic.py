@@ -1,0 +1,197 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import sys
+
+import pytest
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _backup, _dump, _pg, _photos, _transport
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt
+
+
+@pytest.mark.parametrize('stderr, code', [
+    ('psql: error: connection to server at "127.0.0.1", port 5 failed: FATAL:  password authentication failed for user "u"', 'auth_failed'),
+    ('pg_dump: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: FATAL:  database "x" does not exist',
+     'no_database'),
+    ('FATAL:  role "bob" does not exist', 'no_role'),
+    ('connection to server at "127.0.0.1", port 1 failed: Connection refused', 'db_down'),
+    ('Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?', 'no_docker'),
+    ('Error response from daemon: Container abc is not running', 'container_down'),
+    ('pg_dump: error: could not write to output file: No space left on device', 'disk_full'),
+    ('something else entirely\nlast line', 'error'),
+])
+def test_classify_error(stderr, code):
+    got, sentence = _transport.classify_error(stderr, user='u', database='x')
+    assert got == code
+    assert sentence
+
+
+def test_classify_error_names_the_option():
+    assert 'db_password' in _transport.classify_error('password authentication failed')[1]
+    assert 'db_name' in _transport.classify_error('database "x" does not exist', database='x')[1]
+    assert _transport.classify_error('boom\nlast line')[1] == 'last line'
+
+
+def test_direct_client_argv_has_no_password():
+    conn = _transport.Connection(transport='direct', host='127.0.0.1', port=5433, user='u', database='d', password='s3cret')
+    argv = _transport.client_argv(conn, 'pg_dump', ['--format=plain'])
+    assert argv == ['pg_dump', '-h', '127.0.0.1', '-p', '5433', '-U', 'u', '-d', 'd', '--format=plain']
+    env = _transport.client_env(conn, base={'PGPASSWORD': 'stale'})
+    assert env['PGPASSWORD'] == 's3cret'
+    assert 's3cret' not in ' '.join(argv)
+
+
+def test_compose_client_argv_passes_password_by_name():
+    calls = []
+
+    def runner(argv, **kwargs):
+        calls.append((argv, kwargs))
+        if argv[1:3] == ['compose', 'version']:
+            return 1, '', 'unknown command'
+        if argv[0] == 'docker-compose' and argv[1] == 'version':
+            return 0, 'docker-compose version 1.29.2', ''
+        if argv[-3:] == ['ps', '-q', 'db']:
+            return 0, 'abc123\n', ''
+        if argv[1] == 'inspect':
+            return 0, 'true\n', ''
+        raise AssertionError(argv)
+
+    conn = _transport.Connection(transport='compose', project_src='/', project_name='p', user='u', database='d', password='pw')
+    argv = _transport.client_argv(conn, 'psql', ['-X'], runner=runner, stdin=True)
+    assert argv == ['docker', 'exec', '-i', '-e', 'PGPASSWORD', '-e', 'PGCONNECT_TIMEOUT', 'abc123', 'psql', '-U', 'u', '-d', 'd', '-X']
+    assert ['docker-compose', '-p', 'p', 'ps', '-q', 'db'] in [c[0] for c in calls]
+
+
+def test_compose_service_without_container():
+    def runner(argv, **kwargs):
+        return (0, '', '') if argv[-3:] == ['ps', '-q', 'db'] else (0, 'ok', '')
+
+    conn = _transport.Connection(transport='compose', project_src='/', compose_command='docker-compose')
+    with pytest.raises(_transport.TransportError) as err:
+        _transport.resolve_container(conn, runner=runner)
+    assert err.value.code == 'container_down'
+    assert 'up -d db' in str(err.value)
+
+
+@pytest.mark.parametrize('fmt, comp, ok', [
+    ('plain', 'zstd', True), ('plain', 'gzip', True), ('plain', 'none', True), ('custom', 'gzip', True),
+    ('custom', 'zstd', False), ('directory', 'zstd', False), ('directory', 'none', True), ('tar', 'none', False),
+])
+def test_validate_format(fmt, comp, ok):
+    assert (_dump.validate_format(fmt, comp) is None) == ok
+
+
+@pytest.mark.parametrize('fmt, comp, level, expected', [
+    ('plain', 'zstd', 1, ['--format=plain', '--clean', '--if-exists', '--snapshot=S']),
+    ('custom', 'gzip', 1, ['--format=custom', '--compress=1', '--snapshot=S']),
+    ('custom', 'none', 0, ['--format=custom', '--compress=0', '--snapshot=S']),
+    ('directory', 'gzip', 3, ['--format=directory', '--compress=3', '--jobs=2', '--snapshot=S']),
+])
+def test_pg_dump_args(fmt, comp, level, expected):
+    assert _dump.pg_dump_args(fmt, comp, level, snapshot='S', jobs=2) == expected
+
+
+@pytest.mark.parametrize('fmt, comp, expected', [
+    ('plain', 'none', None), ('custom', 'gzip', None),
+    ('plain', 'gzip', ['gzip', '-c', '-n', '-1']), ('plain', 'zstd', ['zstd', '-q', '-c', '-1', '-T0']),
+])
+def test_compressor_argv(fmt, comp, expected):
+    assert _dump.compressor_argv(fmt, comp) == expected
+
+
+class _Sink(object):
+    def __init__(self):
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        self.digest.update(data)
+        self.size += len(data)
+
+
+def test_stream_pipeline_streams_and_checks_every_process():
+    sink = _Sink()
+    producer = [sys.executable, '-c', 'import sys; [sys.stdout.buffer.write(b"x" * 65536) for _ in range(64)]']
+    stats = _dump.stream_pipeline(producer, None, sink, chunk_size=4096)
+    assert stats['bytes'] == sink.size == 64 * 65536
+    assert sink.digest.hexdigest() == hashlib.sha256(b'x' * 64 * 65536).hexdigest()
+
+
+def test_stream_pipeline_fails_when_producer_fails_even_if_compressor_succeeds():
+    failing = [sys.executable, '-c', 'import sys; sys.stdout.write("partial"); sys.stderr.write("pg_dump: error: boom"); sys.exit(1)']
+    with pytest.raises(_transport.TransportError) as err:
+        _dump.stream_pipeline(failing, None, _Sink(), compressor=['gzip', '-c'])
+    assert err.value.code == 'dump_failed'
+    assert 'boom' in err.value.stderr
+
+
+def test_stream_pipeline_sink_error_stops_processes():
+    class Full(object):
+        def write(self, data):
+            raise OSError(28, 'No space left on device')
+
+    endless = [sys.executable, '-c', 'import sys\nwhile True: sys.stdout.buffer.write(b"y" * 65536)']
+    with pytest.raises(OSError):
+        _dump.stream_pipeline(endless, None, Full())
+
+
+@pytest.mark.parametrize('name, quoted', [('photo', '"photo"'), ('audit.log', '"audit"."log"'), ('we"ird', '"we""ird"')])
+def test_quote_ident(name, quoted):
+    assert _pg.quote_ident(name) == quoted
+
+
+def test_count_query_and_parse():
+    sql = _pg.count_query(['photo', 'audit_log'])
+    assert sql == ("SELECT 'photo', count(*) FROM ONLY \"photo\" UNION ALL SELECT 'audit_log', count(*) FROM ONLY \"audit_log\"")
+    assert _pg.parse_counts([['photo', '3'], ['audit_log', '10']]) == {'photo': 3, 'audit_log': 10}
+    with pytest.raises(_transport.TransportError):
+        _pg.quote_ident('a.b.c')
+
+
+def test_photo_batch_query_keyset():
+    sql = _photos.photo_batch_query('photo', 'id', 'data', 41, 100, extra_columns=('external_image_id',), sample_every=5)
+    assert sql == ('SELECT "id", encode("data", \'hex\'), "external_image_id" FROM "photo" WHERE "id" > 41 AND "id" % 5 = 0 '
+                   'ORDER BY "id" LIMIT 100')
+
+
+class _FakeSession(object):
+    def __init__(self, rows):
+        self.rows = rows
+        self.queries = []
+
+    def query(self, sql):
+        self.queries.append(sql)
+        after = int(sql.split('> ', 1)[1].split(' ', 1)[0])
+        limit = int(sql.rsplit('LIMIT ', 1)[1])
+        return [r for r in self.rows if int(r[0]) > after][:limit]
+
+
+PNG = b'\x89PNG\r\n\x1a\n' + b'\0' * 32
+KEY = bytes(range(32))
+
+
+def test_iter_and_check_photos_reports_wrong_key_and_corruption():
+    good = encrypt(KEY, PNG)
+    bad = bytearray(encrypt(KEY, PNG))
+    bad[20] ^= 1
+    rows = [[str(i), (good if i != 3 else bytes(bad)).hex()] for i in range(1, 8)]
+    session = _FakeSession(rows)
+    result = _photos.check_photos(_photos.iter_photos(session, batch=3), KEY, 'aes-256-gcm')
+    assert (result['checked'], result['failed']) == (7, 1)
+    assert result['failures'][0]['id'] == 3
+    assert len(session.queries) == 3
+    assert '1 of 7' in _photos.key_verdict(result, 'aes-256-gcm')
+    wrong = _photos.check_photos(_photos.iter_photos(_FakeSession(rows), limit=4), bytes(32), 'aes-256-gcm')
+    assert wrong['checked'] == 4 and wrong['failed'] == 4
+    assert 'none of the 4 photos' in _photos.key_verdict(wrong, 'aes-256-gcm')
+
+
+def test_free_space_problem():
+    usage = collections.namedtuple('usage', 'total used free')
+    assert _backup.free_space_problem('/b', 100 << 20, 'none', disk_usage=lambda p: usage(0, 0, 200 << 20)) is None
+    problem = _backup.free_space_problem('/b', 100 << 20, 'none', disk_usage=lambda p: usage(0, 0, 50 << 20))
+    assert '/b has 50 MiB free' in problem and 'check_free_space=false' in problem

@@ -8,10 +8,5 @@ set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
 "$FLEET_DR_ROOT/scripts/setup.sh" >/dev/null
 activate_venv
-tree=$(mktemp -d)
-trap 'rm -rf "$tree"' EXIT
-mkdir -p "$tree/ansible_collections/fleet_telemetry"
-ln -s "$FLEET_DR_ROOT" "$tree/ansible_collections/fleet_telemetry/dr"
-bundled=$(python -c 'import ansible_collections, os; print(os.path.dirname(list(ansible_collections.__path__)[0]))')
-export ANSIBLE_COLLECTIONS_PATH="$tree:$bundled"
+use_checkout_collection
 python "$FLEET_DR_ROOT/bench/backup_bench.py" "$@"

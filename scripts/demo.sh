@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the demo stack: set everything up, bring up examples/telemetry_app with seeded data.
+# The main job on the demo stack: set everything up, bring up examples/telemetry_app with seeded data,
+# and take a verified backup of it with playbooks/backup.yml.
 #   bash scripts/demo.sh          set up, start and seed the demo stack (idempotent)
 #   bash scripts/demo.sh down     remove the demo's containers, network and volume
 # Settings: DEMO_SIZE (seeder preset, default small), DEMO_PROJECT (compose project, default fleetdemo).
@@ -15,7 +16,7 @@ compose() { (cd "$APP_DIR" && $(compose_cmd) -p "$DEMO_PROJECT" "$@"); }
 
 if [ "${1:-up}" = down ]; then
     compose down -v --remove-orphans
-    log "demo stack $DEMO_PROJECT removed (containers, network, volume)"
+    log "demo stack $DEMO_PROJECT removed (containers, network, volume); backups stay in ${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}"
     exit 0
 fi
 
@@ -54,3 +55,9 @@ fi
 python "$APP_DIR/seed.py" --env-file "$APP_DIR/.env" --verify \
     --psql "docker exec -i $container psql -X -v ON_ERROR_STOP=1 -q -U challengeuser -d telemetry_db"
 log "demo stack up: container $container, database telemetry_db on 127.0.0.1:55432"
+
+log "taking a verified backup with playbooks/backup.yml"
+use_checkout_collection
+export DEMO_PROJECT DEMO_BACKUP_DIR=${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}
+ansible-playbook -i "$FLEET_DR_ROOT/examples/inventory.yml" "$FLEET_DR_ROOT/playbooks/backup.yml"
+log "backups of the demo are in $DEMO_BACKUP_DIR"

@@ -128,6 +128,12 @@ class _TarSink(object):
             raise TransportError('could not unpack the directory archive streamed out of the container', code='dump_failed')
 
 
+def _existing_parent(path):
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
 def _utc(ts):
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).isoformat().replace('+00:00', 'Z')
 
@@ -137,7 +143,14 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     problem = validate_format(req.dump_format, req.compression)
     if problem:
         raise TransportError(problem, code='bad_option')
-    _artifact.check_destination(req.backup_dir)
+    try:
+        _artifact.check_destination(req.backup_dir)
+        dir_missing = False
+    except _artifact.DestinationMissingError:
+        # In check mode a missing directory is what a role's earlier task would create.
+        if not check_mode:
+            raise
+        dir_missing = True
     started = clock()
     name = _artifact.artifact_name(datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc),
                                    req.dump_format, req.compression, prefix=req.prefix)
@@ -152,8 +165,10 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         result.update(changed=True, would_write=path, estimated_data_size=facts['data_size'],
                       server_version=facts['server_version'],
                       msg='would write %s (about %d MiB of table data)' % (path, facts['data_size'] >> 20))
+        if dir_missing:
+            result['msg'] += '; %s does not exist yet' % req.backup_dir
         if req.check_free_space:
-            result['free_space_problem'] = free_space_problem(req.backup_dir, facts['data_size'], req.compression)
+            result['free_space_problem'] = free_space_problem(_existing_parent(req.backup_dir), facts['data_size'], req.compression)
         return result
 
     with BackupLock(req.backup_dir, 'backup-%s' % conn.database, purpose='backup of %s to %s' % (conn.database, path)):

@@ -1,0 +1,375 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: pg_restore_verify
+short_description: Restore a PostgreSQL backup artifact after proving it and the key, then verify the database
+version_added: 0.1.0
+description:
+  - Restores an artifact of M(fleet_telemetry.dr.pg_logical_backup), or a plain C(.sql) made by hand with the seed
+    runbook's C(pg_dump) command (no manifest), into the database O(db_name), over the compose or the direct transport.
+  - "Nothing is written before these read-only checks pass: the artifact's checksum and manifest (as
+    M(fleet_telemetry.dr.pg_artifact_verify) checks them); the key preflight, in which the fingerprint of O(encryption_key)
+    must equal the manifest's and photos read from the artifact itself must decrypt with it (this also covers runbook
+    backups, which have no manifest); and the target database must exist."
+  - A plain dump is decompressed by C(zstd -dc) or C(gzip -dc) and streamed into C(psql -X -v ON_ERROR_STOP=1) inside one
+    transaction. C(COMMIT) is sent only after the whole stream was seen to be complete (pg_dump's trailer, every C(COPY)
+    block terminated, C(COPY) row counts equal to the manifest's). Otherwise the transaction is rolled back and nothing is
+    committed, where C(psql --single-transaction) would commit a dump cut at a line boundary.
+  - Custom and directory archives are restored with C(pg_restore --exit-on-error --no-owner), with O(jobs) parallel jobs
+    where the format allows (see O(jobs)).
+  - Then verifies exact row counts (the manifest's, and for plain dumps every table's C(COPY) count), that every photo in
+    O(photo_table) decrypts with O(encryption_key) (AES-GCM's tag makes this an integrity check), and runs C(ANALYZE).
+  - O(verify_only=true) checks an existing database against a manifest, or against an artifact's manifest (the counts of a
+    runbook dump are read from its own data), without restoring.
+  - O(preflight_only=true) runs only the artifact checks and the key preflight, for a restore procedure that must know the
+    backup and the key are good before it destroys anything.
+  - O(encryption_key) is required.
+  - A failure is one sentence in RV(msg), a stable RV(error_code), and the structured RV(mismatches).
+author:
+  - fleet_telemetry.dr developers (!UNKNOWN)
+extends_documentation_fragment:
+  - fleet_telemetry.dr._attributes
+  - fleet_telemetry.dr._connection
+  - fleet_telemetry.dr._encryption_key
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs every read-only check (artifact, key preflight, target database) and reports what would be restored and how,
+        with the expected row counts; writes nothing.
+      - With O(verify_only=true) or O(preflight_only=true), check mode runs the same read-only checks as a normal run
+        (without C(ANALYZE), which O(verify_only) never runs).
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - Every run without O(verify_only) or O(preflight_only) restores again and reports RV(changed=true).
+options:
+  artifact:
+    description:
+      - The artifact to restore (a dump file, or the C(.dir) directory of a directory archive), with its manifest beside it
+        (the artifact's path followed by C(.manifest.json)).
+      - A plain C(.sql) without a manifest is taken as a runbook backup (RV(kind=runbook)); its expected row counts are read
+        from its own C(COPY) data. Any other file without a manifest is refused.
+      - One of O(artifact) and O(manifest) is required.
+    type: path
+  manifest:
+    description:
+      - With O(verify_only=true), the manifest (C(.manifest.json)) whose row counts and key fingerprint the database is checked
+        against, when the artifact itself is not at hand.
+    type: path
+  verify_only:
+    description:
+      - Do not restore; verify the database O(db_name) as it is against the manifest (or the runbook dump's counts), decrypt
+        its photos, and report. RV(changed) is V(false).
+    type: bool
+    default: false
+  preflight_only:
+    description:
+      - Do only the read-only checks of O(artifact) and the key preflight, and report. No database connection is needed for
+        plain dumps; custom and directory archives need the client tools of the transport.
+      - RV(changed) is V(false).
+    type: bool
+    default: false
+  clean:
+    description:
+      - Drop the objects of the backup in the target database before recreating them. A fresh stack's init scripts create
+        the (empty) tables first, so a restore into it needs this.
+      - For custom and directory archives this is C(pg_restore --clean --if-exists).
+      - Plain dumps of this collection carry C(DROP ... IF EXISTS) statements themselves (C(pg_dump --clean --if-exists)),
+        which run whatever this option says.
+      - A plain dump without C(DROP) statements, such as the runbook's, cannot drop what it would create, so with
+        V(true) the C(public) schema is dropped (C(CASCADE)) and recreated first, in the same transaction as the restore;
+        everything in the C(public) schema of the target database is then replaced by the dump's content.
+    type: bool
+    default: true
+  jobs:
+    description:
+      - Parallel C(pg_restore) jobs for custom and directory archives. With more than one job the restore is not one
+        transaction (a failure can leave a partial restore behind, which the next run with O(clean=true) replaces).
+      - With one job, C(pg_restore --single-transaction) is used.
+      - Over the compose transport a custom archive can be read by the container's C(pg_restore) from standard input, which
+        cannot seek and so allows no C(-j); with O(jobs=1) that is how it is restored. With more jobs it is copied into a
+        temporary directory in the container first (C(docker cp)), as a directory archive always is; the copy is removed
+        afterwards and needs as much free space in the container as the artifact's size.
+      - Plain dumps are always restored by one C(psql) in one transaction.
+    type: int
+    default: 2
+  photo_table:
+    description:
+      - Table of the encrypted photos, with columns C(id) and C(data) (C(bytea)), as C(table) or C(schema.table).
+    type: str
+    default: photo
+  photo_sample:
+    description:
+      - How many photos of the restored (or verified) database to decrypt, spread over the table. V(0) means every photo.
+    type: int
+    default: 0
+  preflight_photos:
+    description:
+      - How many photos to read from the artifact and decrypt in the key preflight, before anything is written.
+      - V(0) skips this part of the preflight (the manifest's fingerprint is still checked). Use it only for a backup of a
+        database without photos, which otherwise fails with RV(error_code=no_photos).
+    type: int
+    default: 20
+  analyze:
+    description: Run C(ANALYZE) on the database after a restore, so the planner has statistics at once.
+    type: bool
+    default: true
+requirements:
+  - PostgreSQL client tools (C(psql), C(pg_restore)) in the container (O(transport=compose)) or on the host (O(transport=direct)).
+  - C(zstd) or C(gzip) on the host for compressed plain dumps.
+notes:
+  - The target database must exist. In a fresh compose stack it does (E(POSTGRES_DB)); elsewhere create it first, for example
+    with C(createdb).
+  - Plain dumps restore with the ownership recorded in them, so the restoring O(db_user) must be able to assume it (the same
+    user as at backup time, or a superuser). Custom and directory archives are restored with C(--no-owner).
+  - The photos read in the preflight are the first ones of the table in the dump; the whole artifact is read only when
+    expected counts must come from a runbook dump in check mode, with O(verify_only) or with O(preflight_only).
+seealso:
+  - module: fleet_telemetry.dr.pg_logical_backup
+  - module: fleet_telemetry.dr.pg_artifact_verify
+"""
+
+EXAMPLES = r"""
+- name: Prove the newest backup and the key before anything destructive
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /var/backups/telemetry/backup_2026-01-31_02-00-05.sql.zst
+    encryption_key: "{{ telemetry_encryption_key }}"
+    preflight_only: true
+    project_src: /srv/telemetry
+
+- name: Restore it into the recreated stack and verify every row count and photo
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /var/backups/telemetry/backup_2026-01-31_02-00-05.sql.zst
+    encryption_key: "{{ telemetry_encryption_key }}"
+    project_src: /srv/telemetry
+  register: restored
+
+- name: Restore a hand-made runbook backup (no manifest) into a scratch database
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /root/backup_2026-01-30_23-00-00.sql
+    encryption_key: "{{ telemetry_encryption_key }}"
+    project_src: /srv/telemetry
+    db_name: telemetry_scratch
+
+- name: Restore a custom archive into a managed server with four jobs
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /var/backups/telemetry/backup_2026-01-31_02-00-05.dump
+    encryption_key: "{{ telemetry_encryption_key }}"
+    transport: direct
+    db_host: db.internal
+    db_password: "{{ telemetry_db_password }}"
+    jobs: 4
+
+- name: Check the live database against last night's manifest, decrypting 500 photos
+  fleet_telemetry.dr.pg_restore_verify:
+    manifest: /var/backups/telemetry/backup_2026-01-31_02-00-05.dump.manifest.json
+    verify_only: true
+    photo_sample: 500
+    encryption_key: "{{ telemetry_encryption_key }}"
+    project_src: /srv/telemetry
+"""
+
+RETURN = r"""
+changed:
+  description: V(true) when the database was restored (in check mode, when it would be).
+  returned: always
+  type: bool
+mode:
+  description: V(restore), V(verify_only) or V(preflight_only).
+  returned: always
+  type: str
+  sample: restore
+msg:
+  description: One sentence about the outcome; on failure, what went wrong and the setting to change.
+  returned: always
+  type: str
+  sample: "restored and verified telemetry_db: audit_log=300, photo=24, vehicle=3; 24 photo(s) decrypt; in 3.2 s"
+error_code:
+  description:
+    - Stable code of the failure, for example V(artifact_invalid), V(manifest_invalid), V(wrong_key), V(wrong_cipher),
+      V(no_photos), V(photo_corrupt), V(dump_incomplete), V(restore_failed), V(verify_failed), V(no_database), V(auth_failed).
+  returned: failure
+  type: str
+  sample: wrong_key
+mismatches:
+  description: What did not match, one dict each, with at least C(kind) (V(row_count), V(photo), V(key_fingerprint), V(cipher),
+    V(truncated), V(artifact), V(manifest), V(photo_table)) and C(msg); row counts carry C(table), C(expected), C(actual) and
+    C(where) (V(dump) or V(database)), photos C(id) and C(reason).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {kind: row_count, table: photo, expected: 5000, actual: 4990, where: database, msg: "photo has 4990 rows, 5000 expected"}
+target:
+  description: Where the database was reached (no secrets).
+  returned: always
+  type: dict
+artifact:
+  description: The artifact verification (path, manifest_path, kind, ok, problems, sha256, size, dump_format, toc_tables).
+  returned: when O(artifact) is given
+  type: dict
+kind:
+  description: V(artifact) (with a manifest), V(runbook) (a plain C(.sql) without one) or V(manifest) (O(manifest) given).
+  returned: after the artifact check
+  type: str
+  sample: artifact
+dump_format:
+  description: V(plain), V(custom) or V(directory).
+  returned: when O(artifact) is given
+  type: str
+compression:
+  description: Compression of a plain dump (V(none), V(gzip), V(zstd)).
+  returned: for plain dumps
+  type: str
+manifest_path:
+  description: The manifest used, or V(null) for a runbook dump.
+  returned: after the artifact check
+  type: str
+manifest:
+  description: The manifest's main fields (file, database, dump_format, compression, started_at, finished_at, row_counts,
+    key_fingerprint, cipher).
+  returned: when there is a manifest
+  type: dict
+preflight:
+  description:
+    - The key preflight. C(fingerprint) is the fingerprint of O(encryption_key) (it cannot reveal the key);
+      C(fingerprint_checked) and C(cipher_checked) say whether the manifest recorded them; C(photos_checked),
+      C(photos_failed) and C(failures) are about the photos read from the artifact (C(photo_source)).
+    - For plain dumps C(dump) holds what the scan of the dump saw (C(COPY) counts when it was read to the end).
+  returned: after the artifact check
+  type: dict
+expected_counts:
+  description: The row counts a restore must produce.
+  returned: check mode, and with O(preflight_only) for a runbook dump
+  type: dict
+  sample: {photo: 24, audit_log: 300}
+restore:
+  description:
+    - How the artifact is (or would be) restored. C(method) (V(psql) or V(pg_restore)), C(argv) (no secrets in it),
+      C(single_transaction), C(jobs), C(schema_reset) (the public schema was dropped and recreated first) and, for
+      pg_restore, C(source) (V(stdin), V(copy) into the container, or V(path)).
+  returned: when restoring, and in check mode
+  type: dict
+dump:
+  description: What the restore stream of a plain dump held (C(counts) per table, C(trailer), C(complete), C(bytes)).
+  returned: after restoring a plain dump
+  type: dict
+tables:
+  description: Per table, C(expected) and C(actual) row counts, C(ok), and C(source) of the expected count (V(manifest) or V(dump)).
+  returned: after verification
+  type: list
+  elements: dict
+  sample:
+    - {table: photo, expected: 24, actual: 24, ok: true, source: manifest}
+photos:
+  description: Photos of the database decrypted (C(checked)), those that did not (C(failed)), the first failures (C(failures),
+    with C(id), C(reason), C(msg)), the table's row count (C(total)) and the sample size (C(sample), V(all) by default).
+  returned: after verification
+  type: dict
+  sample: {checked: 24, failed: 0, failures: [], total: 24, sample: all}
+analyzed:
+  description: Whether C(ANALYZE) ran.
+  returned: after verification
+  type: bool
+server_version:
+  description: Version of the target server.
+  returned: after the target check
+  type: str
+timings:
+  description: Seconds of the phases, C(preflight_seconds), C(target_check_seconds), C(restore_seconds), C(verify_seconds)
+    (with C(count_seconds), C(photo_seconds), C(analyze_seconds)) and C(total_seconds).
+  returned: always
+  type: dict
+  sample: {preflight_seconds: 0.8, restore_seconds: 41.2, verify_seconds: 6.3, total_seconds: 48.5}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
+    CONNECTION_REQUIRED_IF,
+    connection_argument_spec,
+    connection_from_params,
+    encryption_key_argument_spec,
+)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import RestoreError, RestoreRequest, run_restore_verify
+
+
+def argument_spec():
+    spec = connection_argument_spec()
+    spec.update(encryption_key_argument_spec())
+    spec.update(
+        artifact=dict(type='path'),
+        manifest=dict(type='path'),
+        verify_only=dict(type='bool', default=False),
+        preflight_only=dict(type='bool', default=False),
+        clean=dict(type='bool', default=True),
+        jobs=dict(type='int', default=2),
+        photo_table=dict(type='str', default='photo'),
+        photo_sample=dict(type='int', default=0),
+        preflight_photos=dict(type='int', default=20),
+        analyze=dict(type='bool', default=True),
+    )
+    return spec
+
+
+def option_problem(params):
+    """One sentence when the options do not fit together, else None."""
+    if not params['encryption_key']:
+        return 'encryption_key is required: give the ENCRYPTION_KEY the photos were encrypted with'
+    if params['manifest'] and not params['verify_only']:
+        return 'manifest is only used with verify_only=true: give artifact to restore'
+    if params['preflight_only'] and not params['artifact']:
+        return 'preflight_only=true needs artifact: the preflight reads the artifact'
+    for name in ('jobs', 'photo_sample', 'preflight_photos'):
+        if params[name] < (1 if name == 'jobs' else 0):
+            return '%s must be at least %d' % (name, 1 if name == 'jobs' else 0)
+    return None
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec(),
+        required_if=CONNECTION_REQUIRED_IF,
+        required_one_of=[('artifact', 'manifest')],
+        mutually_exclusive=[('artifact', 'manifest'), ('verify_only', 'preflight_only')],
+        supports_check_mode=True,
+    )
+    params = module.params
+    problem = option_problem(params)
+    if problem:
+        module.fail_json(msg=problem, error_code='bad_option', changed=False)
+    try:
+        key = parse_key(params['encryption_key'])
+    except PhotoCryptoError as exc:
+        module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key', changed=False)
+        return
+    request = RestoreRequest(
+        artifact=params['artifact'], manifest=params['manifest'], key=key, cipher=params['cipher'],
+        verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
+        photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
+        analyze=params['analyze'])
+    try:
+        result = run_restore_verify(connection_from_params(params), request, check_mode=module.check_mode)
+    except RestoreError as exc:
+        module.fail_json(**exc.to_result())
+        return
+    except ArtifactError as exc:
+        module.fail_json(msg=str(exc), error_code='artifact_error', changed=False)
+        return
+    except PhotoCryptoError as exc:
+        module.fail_json(msg='%s: check encryption_key and cipher' % exc, error_code='bad_key', changed=False)
+        return
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

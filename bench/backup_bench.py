@@ -13,8 +13,10 @@ examples/telemetry_app (own compose project, container and port), seeds it, and 
 * raw: the exact pipeline the collection drives, by hand in a shell (``docker exec -i pg_dump ... | zstd``);
 * collection: ``ansible -m fleet_telemetry.dr.pg_logical_backup`` with its defaults.
 
-It prints wall time, artifact size and peak memory (sum of RSS over the launched process tree, sampled
-every 20 ms, i.e. the Ansible side; processes inside the container are not counted) and the ratios.
+It prints wall time, artifact size and peak memory (sum of PSS over the launched process tree, sampled
+every 20 ms, i.e. the Ansible side with ansible itself included; processes inside the container are not
+counted) and the ratios. Run it on an otherwise idle machine: the ratios come from one run, but other load
+slows the procedures unevenly.
 Run it with ``bash bench/run.sh`` (sets up the venv and collection path) or directly from that venv.
 """
 
@@ -32,10 +34,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, 'examples', 'telemetry_app')
 
 
+def _pss(pid):
+    """Proportional set size of a process in bytes: shared pages are split between their users, so the
+    forked Ansible worker that shares most of its memory with its parent is not counted twice."""
+    try:
+        with open('/proc/%d/smaps_rollup' % pid) as handle:
+            for line in handle:
+                if line.startswith('Pss:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def tree_rss(root_pid):
-    """Sum of RSS (bytes) of ``root_pid`` and all its descendants."""
+    """Sum of PSS (bytes) of ``root_pid`` and all its descendants."""
     children = {}
-    rss = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
@@ -44,13 +58,11 @@ def tree_rss(root_pid):
                 fields = handle.read().rsplit(')', 1)[1].split()
         except OSError:
             continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        rss[pid] = int(fields[21]) * os.sysconf('SC_PAGE_SIZE')
+        children.setdefault(int(fields[1]), []).append(int(entry))
     total, stack = 0, [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total += _pss(pid)
         stack.extend(children.get(pid, []))
     return total
 
@@ -174,7 +186,7 @@ def print_table(scale, results):
     base_wall, base_size, dummy = results['runbook']
     raw_wall, raw_size, dummy = results['raw (pg_dump | zstd -1)']
     print('\nscale %sx (runbook .sql = %.2f GB)' % (scale, base_size / 1e9))
-    print('| procedure | wall s | size GB | peak MiB (Ansible side) | wall / runbook | size / runbook | size / raw |')
+    print('| procedure | wall s | size GB | peak MiB PSS (Ansible side) | wall / runbook | size / runbook | size / raw |')
     print('|---|---|---|---|---|---|---|')
     for name, (wall, size, peak) in results.items():
         print('| %s | %.1f | %.2f | %.0f | %.2f | %.2f | %.2f |' % (name, wall, size / 1e9, peak / 2 ** 20, wall / base_wall, size / base_size,

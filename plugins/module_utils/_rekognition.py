@@ -464,7 +464,7 @@ def mapping_document(collection, face_ids, no_face):
         'collection_id': collection['id'],
         'collection_arn': collection.get('arn'),
         'face_model_version': collection.get('face_model_version'),
-        'face_ids': dict(sorted(face_ids.items())),
+        'face_ids': dict((external_id, sorted(ids)) for external_id, ids in sorted(face_ids.items())),
         'no_face': sorted(no_face),
     }
 
@@ -708,6 +708,7 @@ class Reindexer(object):
                 self.failures.append({'id': photo_id, 'external_image_id': external_id, 'reason': reason, 'msg': msg})
 
     def _record_faces(self, photo_id, external_id, faces):
+        faces = sorted(faces)
         self.faces_by_photo[photo_id] = faces
         self.face_ids[external_id] = [face[0] for face in faces]
 
@@ -904,7 +905,7 @@ class Reindexer(object):
 
     def _progress(self, final=False):
         path = self.request.progress_file
-        if not path:
+        if not path or self.check_mode:
             return
         now = self._clock()
         if not final and self._last_progress is not None and now - self._last_progress < self.request.progress_interval:

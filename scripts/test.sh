@@ -44,11 +44,15 @@ run_pytest() {
 }
 
 run_molecule() {
-    local scenario rc=0
+    local scenario rc=0 ephemeral
     for scenario in molecule/*/molecule.yml; do
         [ -e "$scenario" ] || { log "no molecule scenario found"; return 1; }
         scenario=$(basename "$(dirname "$scenario")")
-        molecule test -s "$scenario" || rc=1
+        # A private ephemeral directory: two test runs on one machine (or two checkouts with the same
+        # directory name) would otherwise share molecule's state under ~/.ansible/tmp.
+        ephemeral=$(mktemp -d "${TMPDIR:-/tmp}/fleet-dr-molecule-$scenario.XXXXXX")
+        MOLECULE_EPHEMERAL_DIRECTORY=$ephemeral molecule test -s "$scenario" || rc=1
+        rm -rf "$ephemeral"
     done
     return "$rc"
 }

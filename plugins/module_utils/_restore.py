@@ -53,12 +53,15 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 
 CHUNK_SIZE = 1024 * 1024
 MAX_FAILURES_LISTED = 20
+# A wrong key fails every sampled photo the same way: a few examples say it all.
+MAX_PREFLIGHT_FAILURES = 5
 TRAILER = b'-- PostgreSQL database dump complete'
 GZIP_MAGIC = b'\x1f\x8b'
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 LZ4_MAGIC = b'\x04\x22\x4d\x18'
 
-_COPY_RE = re.compile(br'\ACOPY (?P<table>.+?) (?:\((?P<columns>.*)\) )?FROM stdin;\Z')
+# pg_dump writes ``COPY public.t  FROM stdin;`` (two blanks) for a table without columns.
+_COPY_RE = re.compile(br'\ACOPY (?P<table>.+?) +(?:\((?P<columns>.*)\) )?FROM stdin;\Z')
 _TOC_COPY_RE = re.compile(br'COPY [^\n\x00]{1,1000}? FROM stdin;')
 _OCTAL = b'01234567'
 _COPY_ESCAPES = {ord('b'): 8, ord('f'): 12, ord('n'): 10, ord('r'): 13, ord('t'): 9, ord('v'): 11}
@@ -753,11 +756,11 @@ def key_preflight(key, cipher, artifact=None, manifest=None, photo_table='photo'
                                                 'encrypted photos (columns id and data)'
                                    % (photo_table, ' or '.join(scan['sample_columns_missing'])), [], result, started, clock)
         if sample > 0:
-            checks = check_photos(samples, key, cipher, max_failures_listed=MAX_FAILURES_LISTED)
+            checks = check_photos(samples, key, cipher, max_failures_listed=MAX_PREFLIGHT_FAILURES)
             for error in scan.get('sample_errors') or []:
                 checks['checked'] += 1
                 checks['failed'] += 1
-                if len(checks['failures']) < MAX_FAILURES_LISTED:
+                if len(checks['failures']) < MAX_PREFLIGHT_FAILURES:
                     checks['failures'].append({'id': None, 'reason': 'unreadable', 'msg': error['msg']})
             result.update(photos_checked=checks['checked'], photos_failed=checks['failed'], failures=checks['failures'])
             verdict = photo_verdict(checks, cipher, photo_table, fingerprint_matched=result['fingerprint_checked'],
@@ -780,8 +783,11 @@ def public_preflight(result):
     """The preflight result without the scanner's samples (photo bytes never go into results)."""
     public = dict((k, v) for k, v in result.items() if k != 'scan')
     scan = result.get('scan')
-    if scan is not None:
+    if scan is not None and scan.get('read_to_end'):
         public['dump'] = dict((k, v) for k, v in scan.items() if k not in ('samples', 'sample_errors'))
+    elif scan is not None:
+        # Stopped once the photos were sampled: counts and completeness of a partial read mean nothing.
+        public['dump'] = {'read_to_end': False, 'bytes_read': scan['bytes']}
     return public
 
 
@@ -966,8 +972,10 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
         raise RestoreError('the restore failed and was rolled back, nothing was committed: %s' % exc, code='restore_failed'
                            if exc.code == 'error' else exc.code, rc=rc, stderr=exc.stderr, cmd=argv, changed=False)
     if problems:
-        raise RestoreError('the dump is incomplete, so the restore was rolled back and nothing was committed: %s' % problems[0]['msg'],
-                           code='dump_incomplete', mismatches=problems, changed=False, cmd=argv)
+        truncated = problems[0]['kind'] in ('truncated', 'artifact')
+        raise RestoreError('the dump is %s, so the restore was rolled back and nothing was committed: %s'
+                           % ('incomplete' if truncated else 'not what the manifest describes', problems[0]['msg']),
+                           code='dump_incomplete' if truncated else 'count_mismatch', mismatches=problems, changed=False, cmd=argv)
     scan['argv'] = argv
     return scan
 

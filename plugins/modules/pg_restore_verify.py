@@ -326,9 +326,7 @@ def option_problem(params):
     if not params['encryption_key']:
         return 'encryption_key is required: give the ENCRYPTION_KEY the photos were encrypted with'
     if params['manifest'] and not params['verify_only']:
-        return 'manifest is only used with verify_only=true: give artifact to restore'
-    if params['preflight_only'] and not params['artifact']:
-        return 'preflight_only=true needs artifact: the preflight reads the artifact'
+        return 'manifest is only used with verify_only=true: give artifact to restore or to preflight'
     for name in ('jobs', 'photo_sample', 'preflight_photos'):
         if params[name] < (1 if name == 'jobs' else 0):
             return '%s must be at least %d' % (name, 1 if name == 'jobs' else 0)

@@ -3,12 +3,13 @@
 #   1. unit tests (pytest, plain checkout)        4. integration targets against the real compose stack
 #   2. ansible-test sanity (no ignore entries)     5. molecule scenarios against the real compose stack
 #   3. ansible-test units                          6. collection build + offline install
-# Select steps with TEST_STEPS (default: "unit sanity units integration molecule build").
+#   system: pytest tests/system, real backups of scratch compose stacks through ansible / ansible-playbook
+# Select steps with TEST_STEPS (default: "unit sanity units integration system molecule build").
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-STEPS=${TEST_STEPS:-unit sanity units integration molecule build}
+STEPS=${TEST_STEPS:-unit sanity units integration system molecule build}
 
 "$FLEET_DR_ROOT/scripts/setup.sh"
 activate_venv
@@ -38,6 +39,16 @@ run_pytest() {
     python -m pytest -q -p no:cacheprovider tests/unit "$@" || rc=$?
     if [ "$rc" = 5 ]; then
         log "pytest collected no tests: the unit suite must not be empty"
+        return 1
+    fi
+    return "$rc"
+}
+
+run_system() {
+    local rc=0
+    python -m pytest -q -p no:cacheprovider tests/system "$@" || rc=$?
+    if [ "$rc" = 5 ]; then
+        log "pytest collected no tests: the system suite must not be empty"
         return 1
     fi
     return "$rc"
@@ -74,6 +85,7 @@ step sanity "$FLEET_DR_ROOT/scripts/ansible-test.sh" sanity
 step units "$FLEET_DR_ROOT/scripts/ansible-test.sh" units
 # The targets start and remove their own compose stacks on this host's Docker: "destructive" for ansible-test.
 step integration "$FLEET_DR_ROOT/scripts/ansible-test.sh" integration --allow-destructive
+step system run_system
 step molecule run_molecule
 step build build_and_install
 

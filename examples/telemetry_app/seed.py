@@ -537,10 +537,10 @@ INSERT INTO audit_log (at, actor, action, detail)
 SELECT at, coalesce(({actors})[event], ({users})[1 + g % {n_users}]), action,
        jsonb_build_object('request_id', md5({salt} || g)::uuid, 'ip', '10.20.' || (g % 7) || '.' || (g * 31 % 250 + 2))
        || CASE
-            WHEN action LIKE 'photo.%' OR action LIKE 'face.%' THEN jsonb_build_object('photo_id', 1 + g * 7919 % {photos}, 'vehicle_id', vehicle)
+            WHEN action LIKE 'photo.%' OR action LIKE 'face.%' THEN jsonb_build_object('photo_id', 1 + g::bigint * 7919 % {photos}, 'vehicle_id', vehicle)
             WHEN action IN ('vehicle.update', 'telemetry.export') THEN jsonb_build_object('vehicle_id', vehicle, 'fields', jsonb_build_array('status'))
             WHEN action = 'user.login_failed' THEN jsonb_build_object('reason', 'bad_password', 'attempt', 1 + g % 3)
-            WHEN action = 'backup.completed' THEN jsonb_build_object('database', 'telemetry_db', 'bytes', 1000000 + g * 7919 % 900000000)
+            WHEN action = 'backup.completed' THEN jsonb_build_object('database', 'telemetry_db', 'bytes', 1000000 + g::bigint * 7919 % 900000000)
             ELSE jsonb_build_object('user_agent', 'FleetConsole/2.' || (g % 9) || ' (Linux; Android 14)')
           END
 FROM (

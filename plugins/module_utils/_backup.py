@@ -128,6 +128,16 @@ class _TarSink(object):
             raise TransportError('could not unpack the directory archive streamed out of the container', code='dump_failed')
 
 
+def dump_failure(conn, exc, argv):
+    """The error of a failed dump pipeline: classified by stderr when it says why, else ``dump_failed``."""
+    failure = fail_from_stderr(conn, exc.rc, exc.stderr, argv, 'pg_dump')
+    if failure.code == 'error':
+        failure.code = 'dump_failed'
+        if exc.rc in (137, -9, 143, -15) and not (exc.stderr or '').strip():
+            failure.args = ('pg_dump was killed (rc=%s) before the dump was complete; nothing was published' % exc.rc,)
+    return failure
+
+
 def _existing_parent(path):
     while not os.path.isdir(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
@@ -223,7 +233,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                         stats = stream_pipeline(argv, client_env(conn), writer, compressor, progress)
                     except TransportError as exc:
                         if exc.code == 'dump_failed':
-                            raise fail_from_stderr(conn, exc.rc, exc.stderr, argv, 'pg_dump')
+                            raise dump_failure(conn, exc, argv)
                         raise
                     writer.commit()
                     sha256, size = writer.sha256, writer.size

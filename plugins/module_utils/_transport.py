@@ -60,7 +60,7 @@ _ERROR_PATTERNS = (
     (r'Cannot connect to the Docker daemon|docker\.sock.*(connect|permission denied)', 'no_docker',
      'the Docker daemon does not answer: start dockerd (or the docker service) and check access to /var/run/docker.sock'),
     (r'No such container|is not running|container .* is restarting', 'container_down',
-     'the database container is not running: start the stack (docker compose up -d {service})'),
+     'the database container is not running: start it (docker compose up -d {service}, or docker-compose up -d {service})'),
     (r'could not connect to server|connection to server .* failed|Connection refused|the database system is (starting up|shutting down)|'
      r'server closed the connection unexpectedly',
      'db_down', 'PostgreSQL is not reachable or not ready: check that the database is up and the host/port options'),
@@ -175,7 +175,7 @@ def resolve_container(conn, runner=run):
                              '(or docker-compose)' % (conn.service, conn.project_src, conn.service), code='container_down')
     rc, out, err = runner([conn.docker_cli, 'inspect', '-f', '{{.State.Running}}', ids[0]], timeout=60)
     if rc != 0 or out.strip() != 'true':
-        raise TransportError('the container of service %s is not running: start it with "docker compose up -d %s"'
+        raise TransportError('the container of service %s is not running: start it with "docker compose up -d %s" (or docker-compose)'
                              % (conn.service, conn.service), code='container_down', rc=rc, stderr=err)
     conn.container = ids[0]
     return conn.container

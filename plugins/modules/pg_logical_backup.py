@@ -205,7 +205,7 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError, NoSpaceError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import BackupRequest, run_backup
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import LockHeldError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
@@ -249,8 +249,10 @@ def main():
         module.fail_json(**exc.to_result())
     except LockHeldError as exc:
         module.fail_json(msg=str(exc), error_code='lock_held')
+    except NoSpaceError as exc:
+        module.fail_json(msg=str(exc), error_code='disk_full')
     except ArtifactError as exc:
-        module.fail_json(msg=str(exc), error_code=getattr(exc, 'code', 'artifact_error'))
+        module.fail_json(msg=str(exc), error_code='artifact_error')
     except PhotoCryptoError as exc:
         module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key')
     module.exit_json(**result)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: sets the machine up first (scripts/setup.sh), then
-#   1. unit tests (pytest, plain checkout)        4. integration targets against the real compose stack
-#   2. ansible-test sanity (no ignore entries)     5. molecule scenarios against the real compose stack
-#   3. ansible-test units                          6. collection build + offline install
-#   system: pytest tests/system, real backups of scratch compose stacks through ansible / ansible-playbook
+#   unit         pytest tests/unit from the checkout
+#   sanity       ansible-test sanity (no ignore entries)
+#   units        ansible-test units
+#   integration  ansible-test integration targets against real scratch compose stacks
+#   system       pytest tests/system: failure cases (kill, disk full, lock, secrets at -vvvv) through ansible
+#   molecule     the molecule scenarios against a real scratch compose stack
+#   build        collection build + offline install
 # Select steps with TEST_STEPS (default: "unit sanity units integration system molecule build").
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -34,21 +37,13 @@ step() {
     fi
 }
 
+# pytest exits 5 when it collected nothing: an empty suite is a failure here, not a pass.
 run_pytest() {
-    local rc=0
-    python -m pytest -q -p no:cacheprovider tests/unit "$@" || rc=$?
+    local suite=$1 rc=0
+    shift
+    python -m pytest -q -p no:cacheprovider "$suite" "$@" || rc=$?
     if [ "$rc" = 5 ]; then
-        log "pytest collected no tests: the unit suite must not be empty"
-        return 1
-    fi
-    return "$rc"
-}
-
-run_system() {
-    local rc=0
-    python -m pytest -q -p no:cacheprovider tests/system "$@" || rc=$?
-    if [ "$rc" = 5 ]; then
-        log "pytest collected no tests: the system suite must not be empty"
+        log "pytest collected no tests in $suite: the suite must not be empty"
         return 1
     fi
     return "$rc"
@@ -80,12 +75,12 @@ build_and_install() {
     return $rc
 }
 
-step unit run_pytest
+step unit run_pytest tests/unit
 step sanity "$FLEET_DR_ROOT/scripts/ansible-test.sh" sanity
 step units "$FLEET_DR_ROOT/scripts/ansible-test.sh" units
 # The targets start and remove their own compose stacks on this host's Docker: "destructive" for ansible-test.
 step integration "$FLEET_DR_ROOT/scripts/ansible-test.sh" integration --allow-destructive
-step system run_system
+step system run_pytest tests/system
 step molecule run_molecule
 step build build_and_install
 

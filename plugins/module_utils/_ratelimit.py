@@ -20,8 +20,11 @@ import time
 # The run's rate is this fraction of the configured TPS: close enough to use the quota, far enough
 # below it that clock jitter between us and the service does not cause throttling.
 RATE_MARGIN = 0.95
-# On a throttling error the rate is multiplied by this, never going below MIN_RATE_FRACTION of it.
+# On a throttling error the rate is multiplied by this, never going below MIN_RATE_FRACTION of it,
+# at most once per THROTTLE_COOLDOWN seconds: the threads in flight are throttled together, and one
+# burst of errors is one signal, not one per thread.
 THROTTLE_FACTOR = 0.7
+THROTTLE_COOLDOWN = 1.0
 MIN_RATE_FRACTION = 0.05
 # Each successful request gives back this fraction of the configured rate (additive increase).
 RECOVERY_FRACTION = 0.02
@@ -43,7 +46,7 @@ class TokenBucket(object):
     ``throttled()`` and ``succeeded()`` adapt the rate (multiplicative decrease, additive increase).
     """
 
-    def __init__(self, rate, capacity=1.0, clock=time.monotonic, sleep=time.sleep):
+    def __init__(self, rate, capacity=1.0, clock=time.monotonic, sleep=time.sleep, cooldown=THROTTLE_COOLDOWN):
         if rate <= 0:
             raise ValueError('rate must be positive')
         if capacity < 1:
@@ -57,6 +60,8 @@ class TokenBucket(object):
         self._lock = threading.Lock()
         self._tokens = float(capacity)
         self._last = clock()
+        self._cooldown = cooldown
+        self._last_decrease = None
         self.waited = 0.0
 
     def _refill(self, now):
@@ -80,10 +85,13 @@ class TokenBucket(object):
         return delay
 
     def throttled(self):
-        """The service throttled a request: slow down and forget any saved-up burst."""
+        """The service throttled a request: slow down (once per cooldown) and forget any saved-up burst."""
         with self._lock:
-            self._refill(self._clock())
-            self.rate = max(self.min_rate, self.rate * THROTTLE_FACTOR)
+            now = self._clock()
+            self._refill(now)
+            if self._last_decrease is None or now - self._last_decrease >= self._cooldown:
+                self.rate = max(self.min_rate, self.rate * THROTTLE_FACTOR)
+                self._last_decrease = now
             self._tokens = min(self._tokens, 0.0)
             return self.rate
 

@@ -72,15 +72,26 @@ def test_throttling_slows_down_and_success_recovers_to_the_configured_rate():
     clock = FakeClock()
     bucket = rl.TokenBucket(10.0, clock=clock, sleep=clock.sleep)
     assert bucket.throttled() == pytest.approx(7.0)
+    clock.now += rl.THROTTLE_COOLDOWN
     assert bucket.throttled() == pytest.approx(4.9)
     for dummy in range(200):
         bucket.succeeded()
     assert bucket.rate == pytest.approx(10.0)
 
 
+def test_a_burst_of_throttling_errors_slows_down_once():
+    clock = FakeClock()
+    bucket = rl.TokenBucket(10.0, clock=clock, sleep=clock.sleep)
+    for dummy in range(8):
+        bucket.throttled()
+    assert bucket.rate == pytest.approx(7.0)
+
+
 def test_throttling_never_stops_the_bucket():
-    bucket = rl.TokenBucket(10.0, clock=FakeClock())
+    clock = FakeClock()
+    bucket = rl.TokenBucket(10.0, clock=clock)
     for dummy in range(100):
+        clock.now += 5
         bucket.throttled()
     assert bucket.rate == pytest.approx(10.0 * rl.MIN_RATE_FRACTION)
 

@@ -1,0 +1,491 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""rekognition_reindex end to end: a real scratch stack, the local Rekognition endpoint, real ansible runs.
+
+The endpoint (tests/support/rekognition_endpoint.py) runs in this process; ansible talks to it through
+``endpoint_url`` with boto3, as to AWS. What the collection holds is checked by an independent path:
+boto3's ListFaces against the endpoint, compared with the endpoint's own face rule (``detect_faces``)
+applied to every photo decrypted here. Request counters come from the endpoint's control API.
+
+Self-contained (fixtures in this file): run with ``python -m pytest tests/system/test_rekognition_reindex.py``
+as root with Docker and docker-compose; about a minute and a half.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import boto3
+import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+APP_DIR = os.path.join(REPO_ROOT, 'examples', 'telemetry_app')
+PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'rekognition_reindex.yml')
+MODULE = 'fleet_telemetry.dr.rekognition_reindex'
+HOST = 'scratch'
+COLLECTION = 'fleet-drivers'
+DB_USER = 'challengeuser'
+DB_NAME = 'telemetry_db'
+AWS_ACCESS_KEY = 'AKIAFLEETDRTEST00001'
+AWS_SECRET_KEY = 'fleetdr/SYSTEM+test/secret-' + os.urandom(8).hex()
+PYTHON = sys.executable
+TIMEOUT = 300
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+endpoint_support = _load('fleet_dr_rekognition_endpoint', os.path.join(REPO_ROOT, 'tests', 'support', 'rekognition_endpoint.py'))
+photo_crypto = _load('fleet_dr_photo_crypto_system', os.path.join(REPO_ROOT, 'plugins', 'module_utils', '_photo_crypto.py'))
+
+
+def run(argv, **kwargs):
+    kwargs.setdefault('stdout', subprocess.PIPE)
+    kwargs.setdefault('stderr', subprocess.PIPE)
+    kwargs.setdefault('timeout', TIMEOUT)
+    return subprocess.run(argv, check=False, text=True, **kwargs)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def compose_command():
+    try:
+        if run(['docker', 'compose', 'version'], timeout=60).returncode == 0:
+            return ['docker', 'compose']
+    except FileNotFoundError:
+        pass
+    return ['docker-compose']
+
+
+class Stack(object):
+    """A scratch copy of examples/telemetry_app: own project, container, port, password and key."""
+
+    def __init__(self, base_dir):
+        self.project = 'fdrrk%d%s' % (os.getpid(), os.urandom(3).hex())
+        self.container_name = self.project + '_db'
+        self.port = free_port()
+        self.password = 'pw-' + os.urandom(16).hex()
+        self.key_hex = os.urandom(32).hex()
+        self.key = bytes.fromhex(self.key_hex)
+        self.directory = os.path.join(base_dir, 'telemetry_app')
+        os.makedirs(self.directory)
+        shutil.copy2(os.path.join(APP_DIR, 'docker-compose.yml'), self.directory)
+        shutil.copytree(os.path.join(APP_DIR, 'schema'), os.path.join(self.directory, 'schema'))
+        self.compose_cmd = compose_command()
+        self.container = None
+
+    @property
+    def env(self):
+        """Environment of compose, and of ansible (the module runs compose too): the stack's secrets travel here only."""
+        env = dict(os.environ)
+        for name in ('PGPASSWORD', 'ENCRYPTION_KEY', 'ANSIBLE_CONFIG'):
+            env.pop(name, None)
+        env.update(POSTGRES_PASSWORD=self.password, DB_PORT=str(self.port), DB_CONTAINER_NAME=self.container_name)
+        return env
+
+    def compose(self, *args):
+        return run(self.compose_cmd + ['-p', self.project] + list(args), cwd=self.directory, env=self.env)
+
+    def up(self):
+        proc = self.compose('up', '-d', 'db')
+        assert proc.returncode == 0, 'compose up failed: %s' % proc.stderr[-3000:]
+        self.container = self.compose('ps', '-q', 'db').stdout.strip()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            status = run(['docker', 'inspect', '-f', '{{.State.Health.Status}}', self.container]).stdout.strip()
+            if status == 'healthy':
+                return
+            time.sleep(0.5)
+        raise AssertionError('the scratch database did not become healthy')
+
+    def down(self):
+        self.compose('down', '-v', '--remove-orphans', '--timeout', '5')
+
+    def psql_argv(self):
+        return ['docker', 'exec', '-i', self.container, 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-U', DB_USER, '-d', DB_NAME]
+
+    def psql(self, sql):
+        proc = run(self.psql_argv() + ['-A', '-t', '-F', '|'], input=sql)
+        assert proc.returncode == 0, 'psql failed: %s' % proc.stderr[-2000:]
+        return proc.stdout.strip()
+
+    def seed(self):
+        env = self.env
+        env['ENCRYPTION_KEY'] = self.key_hex
+        proc = run([PYTHON, os.path.join(APP_DIR, 'seed.py'), '--size', 'tiny', '--random-seed', '20251125', '--jobs', '2',
+                    '--psql', ' '.join(self.psql_argv())], env=env)
+        assert proc.returncode == 0, 'seed.py failed: %s' % proc.stderr[-3000:]
+
+    def photos(self, where='true'):
+        """``[(id, external_image_id, ciphertext)]`` straight from the table."""
+        out = self.psql("SELECT id, external_image_id, encode(data, 'hex') FROM photo WHERE %s ORDER BY id;" % where)
+        return [(int(i), ext, bytes.fromhex(data)) for i, ext, data in (line.split('|') for line in out.splitlines())]
+
+
+class Ansible(object):
+    """``ansible`` and ``ansible-playbook`` from this interpreter's bin directory, the checkout as fleet_telemetry.dr."""
+
+    def __init__(self, workdir, stack):
+        self.workdir = workdir
+        self.stack = stack
+        tree = os.path.join(workdir, 'collections')
+        os.makedirs(os.path.join(tree, 'ansible_collections', 'fleet_telemetry'))
+        os.symlink(REPO_ROOT, os.path.join(tree, 'ansible_collections', 'fleet_telemetry', 'dr'))
+        import ansible  # pylint: disable=import-outside-toplevel
+        site = os.path.dirname(os.path.dirname(os.path.realpath(ansible.__file__)))
+        self.collections_path = os.pathsep.join([tree, site])
+        self.inventory = os.path.join(workdir, 'inventory.json')
+        with open(self.inventory, 'w') as fileobj:
+            json.dump({'all': {'children': {'telemetry_db': {'hosts': {HOST: {
+                'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON}}}}}}, fileobj)
+        bindir = os.path.dirname(PYTHON)
+        self.ansible = os.path.join(bindir, 'ansible')
+        self.playbook = os.path.join(bindir, 'ansible-playbook')
+
+    def env(self, json_output=True, aws_env=True):
+        env = self.stack.env
+        env.update(ANSIBLE_COLLECTIONS_PATH=self.collections_path, ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='False',
+                   ANSIBLE_DEPRECATION_WARNINGS='False', ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'tmp'))
+        for name in [key for key in env if key.startswith('AWS_')]:
+            del env[name]
+        if aws_env:
+            env.update(AWS_ACCESS_KEY_ID=AWS_ACCESS_KEY, AWS_SECRET_ACCESS_KEY=AWS_SECRET_KEY, AWS_REGION='us-east-1')
+        if json_output:
+            env.update(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+        return env
+
+    def module_args(self, endpoint_url, **extra):
+        args = {'project_src': self.stack.directory, 'project_name': self.stack.project, 'encryption_key': self.stack.key_hex,
+                'collection_id': COLLECTION, 'endpoint_url': endpoint_url, 'tps': 50, 'concurrency': 8}
+        args.update(extra)
+        return args
+
+    def start_module(self, args, check=False):
+        argv = [self.ansible, HOST, '-i', self.inventory, '-m', MODULE, '-a', json.dumps(args)] + (['--check'] if check else [])
+        return subprocess.Popen(argv, cwd=self.workdir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+
+    def module(self, args, check=False):
+        """Run the module ad hoc; return its result dict."""
+        proc = self.start_module(args, check)
+        out, err = proc.communicate(timeout=TIMEOUT)
+        try:
+            doc = json.loads(out[out.index('{'):])
+        except ValueError:
+            raise AssertionError('no JSON from ansible:\n%s\n%s' % (out[-3000:], err[-3000:])) from None
+        return doc['plays'][0]['tasks'][0]['hosts'][HOST]
+
+    def run_playbook(self, extra_vars, extra_args=(), json_output=True):
+        path = os.path.join(self.workdir, 'vars-%s.json' % os.urandom(4).hex())
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as fileobj:
+            json.dump(extra_vars, fileobj)
+        try:
+            return run([self.playbook, '-i', self.inventory, PLAYBOOK, '-e', '@' + path] + list(extra_args), cwd=self.workdir,
+                       env=self.env(json_output=json_output, aws_env=False))
+        finally:
+            os.unlink(path)
+
+    def playbook_vars(self, endpoint_url, state_dir, **extra):
+        variables = {
+            'fleet_dr_project_src': self.stack.directory, 'fleet_dr_project_name': self.stack.project,
+            'fleet_dr_encryption_key': self.stack.key_hex, 'fleet_dr_db_password': self.stack.password,
+            'fleet_dr_aws_region': 'us-east-1', 'fleet_dr_aws_access_key': AWS_ACCESS_KEY, 'fleet_dr_aws_secret_key': AWS_SECRET_KEY,
+            'rekognition_reindex_endpoint_url': endpoint_url, 'rekognition_reindex_state_dir': state_dir,
+            'rekognition_reindex_tps': 50, 'rekognition_reindex_poll_interval': 1,
+        }
+        variables.update(extra)
+        return variables
+
+
+def task_result(proc, task_name):
+    """The host result of the task whose name contains ``task_name``, from the json callback's output."""
+    try:
+        doc = json.loads(proc.stdout[proc.stdout.index('{'):])
+    except ValueError:
+        raise AssertionError('no JSON from ansible-playbook:\n%s\n%s' % (proc.stdout[-3000:], proc.stderr[-3000:])) from None
+    for play in doc['plays']:
+        for task in play['tasks']:
+            if task_name in task['task']['name'] and HOST in task['hosts']:
+                return task['hosts'][HOST]
+    raise AssertionError('no task %r in the output: %s' % (task_name, proc.stdout[-3000:]))
+
+
+def succeeded(result):
+    assert not result.get('failed'), json.dumps(result, indent=1)[-4000:]
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def stack(tmp_path_factory):
+    stack = Stack(str(tmp_path_factory.mktemp('rekognition_stack')))
+    try:
+        stack.up()
+        stack.seed()
+        yield stack
+    finally:
+        stack.down()
+
+
+@pytest.fixture(scope='module')
+def ansible(tmp_path_factory, stack):
+    workdir = str(tmp_path_factory.mktemp('rekognition_ansible'))
+    os.makedirs(os.path.join(workdir, 'tmp'))
+    return Ansible(workdir, stack)
+
+
+@pytest.fixture(scope='module')
+def endpoint_server():
+    with endpoint_support.RekognitionEndpoint() as server:
+        yield server
+
+
+@pytest.fixture
+def endpoint(endpoint_server):
+    """The endpoint's URL, with no collection, no counters and no faults (reset through the control API)."""
+    endpoint_support.control(endpoint_server.endpoint_url, reset=True)
+    return endpoint_server.endpoint_url
+
+
+@pytest.fixture(scope='module')
+def expected_faces(stack):
+    """``{ExternalImageId: sorted bounding boxes}`` of every face-bearing photo, by the endpoint's own rule."""
+    expected = {}
+    for dummy, external_id, ciphertext in stack.photos():
+        faces = endpoint_support.detect_faces(photo_crypto.decrypt(stack.key, ciphertext))
+        if faces:
+            expected[external_id] = sorted(tuple(sorted(face.bounding_box.items())) for face in faces)
+    assert 5 <= len(expected) < len(stack.photos()), 'the tiny seed should give photos with and without faces'
+    return expected
+
+
+def rekognition(endpoint_url):
+    return boto3.client('rekognition', endpoint_url=endpoint_url, region_name='us-east-1',
+                        aws_access_key_id=AWS_ACCESS_KEY, aws_secret_access_key=AWS_SECRET_KEY)
+
+
+def collection_faces(endpoint_url):
+    """``{ExternalImageId: sorted bounding boxes}`` of the collection, by ListFaces (small pages, to paginate)."""
+    client = rekognition(endpoint_url)
+    found = collections.defaultdict(list)
+    kwargs = {'CollectionId': COLLECTION, 'MaxResults': 7}
+    while True:
+        page = client.list_faces(**kwargs)
+        for face in page['Faces']:
+            found[face['ExternalImageId']].append(tuple(sorted(face['BoundingBox'].items())))
+        if not page.get('NextToken'):
+            return dict((external_id, sorted(boxes)) for external_id, boxes in found.items())
+        kwargs['NextToken'] = page['NextToken']
+
+
+def process_tree(pid):
+    """``pid`` and every process descended from it (ansible's local connection starts the module in a session of its own)."""
+    children = collections.defaultdict(list)
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/stat' % entry) as fileobj:
+                    fields = fileobj.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            children[int(fields[1])].append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def kill_tree(pid):
+    for process in process_tree(pid):
+        try:
+            os.kill(process, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def stats(endpoint_url):
+    return endpoint_support.fetch_state(endpoint_url)['stats']
+
+
+# ------------------------------------------------------------------------------------------------
+# Tests
+# ------------------------------------------------------------------------------------------------
+
+def test_playbook_rebuilds_a_deleted_collection_and_a_rerun_changes_nothing(stack, ansible, endpoint, expected_faces, tmp_path):
+    state_dir = str(tmp_path / 'state')
+    variables = ansible.playbook_vars(endpoint, state_dir, rekognition_reindex_update_face_ids=True)
+    stale = set(stack.psql('SELECT face_id FROM recognition_result;').split())
+    # the collection existed and was lost
+    rekognition(endpoint).create_collection(CollectionId=COLLECTION)
+    rekognition(endpoint).delete_collection(CollectionId=COLLECTION)
+    endpoint_support.control(endpoint, reset_stats=True)
+
+    plan = succeeded(task_result(ansible.run_playbook(variables, ['--check']), 'Plan the re-indexing'))
+    assert plan['would_index'] == len(stack.photos()) and plan['collection']['would_create']
+    assert stats(endpoint)['requests'].get('IndexFaces', 0) == 0 and stats(endpoint)['requests'].get('CreateCollection', 0) == 0
+    assert not os.path.exists(state_dir)
+
+    proc = ansible.run_playbook(variables)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    result = succeeded(task_result(proc, 'Wait for the re-indexing'))
+    assert result['changed'] and result['collection']['created'] and result['complete']
+    assert collection_faces(endpoint) == expected_faces
+    assert result['indexed'] == len(expected_faces)
+    assert result['indexed'] + result['no_face'] == len(stack.photos()) and result['failed_photos'] == 0
+
+    # the application's stored Face IDs now point into the rebuilt collection
+    with open(os.path.join(state_dir, COLLECTION + '.face-ids.json')) as fileobj:
+        mapping = json.load(fileobj)
+    new_ids = set(face_id for ids in mapping['face_ids'].values() for face_id in ids)
+    stored = set(stack.psql('SELECT face_id FROM recognition_result;').split())
+    assert stored and stored <= new_ids and not stored & stale
+    assert result['face_id_update']['rows_updated'] == len(stored)
+    assert set(mapping['face_ids']) == set(expected_faces)
+
+    before = endpoint_support.fetch_state(endpoint)
+    proc = ansible.run_playbook(variables)
+    again = succeeded(task_result(proc, 'Wait for the re-indexing'))
+    assert not again['changed'] and again['indexed'] == 0 and again['no_face'] == 0
+    assert again['already_indexed'] == len(expected_faces) and again['known_no_face'] == len(stack.photos()) - len(expected_faces)
+    after = endpoint_support.fetch_state(endpoint)
+    assert after['stats']['requests'].get('IndexFaces', 0) == before['stats']['requests'].get('IndexFaces', 0)
+    assert after['collections'] == before['collections']
+    assert set(stack.psql('SELECT face_id FROM recognition_result;').split()) == stored
+
+
+def test_a_run_stopped_by_its_limit_then_rerun_completes_without_duplicates(ansible, endpoint, expected_faces, stack, tmp_path):
+    mapping = str(tmp_path / 'map.json')
+    first = succeeded(ansible.module(ansible.module_args(endpoint, limit=7, mapping_file=mapping)))
+    assert not first['complete'] and first['indexed'] + first['no_face'] == 7
+    second = succeeded(ansible.module(ansible.module_args(endpoint, mapping_file=mapping)))
+    assert second['complete'] and second['indexed'] + second['no_face'] == len(stack.photos()) - 7
+    assert collection_faces(endpoint) == expected_faces
+
+
+def test_a_killed_run_then_rerun_completes_without_duplicates(ansible, endpoint, expected_faces):
+    endpoint_support.control(endpoint, latency_ms=150)
+    proc = ansible.start_module(ansible.module_args(endpoint, tps=5, concurrency=2))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and stats(endpoint)['succeeded'].get('IndexFaces', 0) < 4:
+        time.sleep(0.05)
+    kill_tree(proc.pid)
+    proc.communicate(timeout=60)
+    time.sleep(0.5)  # let calls already on the wire land
+    partial = collection_faces(endpoint)
+    assert 0 < stats(endpoint)['succeeded']['IndexFaces'] < len(expected_faces) + 10
+    endpoint_support.control(endpoint, latency_ms=0)
+    result = succeeded(ansible.module(ansible.module_args(endpoint)))
+    assert result['complete'] and result['already_indexed'] == len(partial)
+    assert collection_faces(endpoint) == expected_faces
+
+
+@pytest.mark.parametrize('throttle_error', ['ProvisionedThroughputExceededException', 'ThrottlingException'])
+def test_a_run_throttled_at_5_tps_loses_no_photo(ansible, endpoint, expected_faces, stack, throttle_error):
+    endpoint_support.control(endpoint, tps=5, burst=1, throttle_error=throttle_error, throttle_operations=['IndexFaces'])
+    result = succeeded(ansible.module(ansible.module_args(endpoint, tps=40, concurrency=8)))
+    state = stats(endpoint)
+    assert state['throttled'].get('IndexFaces', 0) > 0 and result['throttle_retries'] == state['throttled']['IndexFaces']
+    assert result['failed_photos'] == 0 and result['indexed'] + result['no_face'] == len(stack.photos())
+    assert collection_faces(endpoint) == expected_faces
+
+
+def test_a_run_at_the_quota_stays_just_below_it(ansible, endpoint, expected_faces):
+    endpoint_support.control(endpoint, tps=5, throttle_operations=['IndexFaces'])
+    result = succeeded(ansible.module(ansible.module_args(endpoint, tps=5, concurrency=4)))
+    assert stats(endpoint)['throttled'].get('IndexFaces', 0) == 0 and result['rate_limit'] == pytest.approx(4.75)
+    assert collection_faces(endpoint) == expected_faces
+
+
+def test_a_wrong_key_fails_before_any_call(ansible, endpoint):
+    result = ansible.module(ansible.module_args(endpoint, encryption_key=os.urandom(32).hex()))
+    assert result.get('failed') and result['error_code'] == 'bad_key'
+    assert 'nothing was sent to Rekognition' in result['msg']
+    assert stats(endpoint)['requests_total'] == 0
+
+
+def test_check_mode_calls_nothing_that_changes_the_collection(ansible, endpoint, stack):
+    result = succeeded(ansible.module(ansible.module_args(endpoint), check=True))
+    assert result['would_index'] == len(stack.photos())
+    assert set(stats(endpoint)['requests']) <= {'DescribeCollection'}
+
+
+def test_a_corrupted_photo_is_reported_and_the_rest_are_indexed(ansible, endpoint, expected_faces, stack):
+    victim_id, victim, dummy = next(photo for photo in stack.photos() if photo[1] in expected_faces)
+    flip = 'UPDATE photo SET data = set_byte(data, 40, get_byte(data, 40) # 255) WHERE id = %d;' % victim_id
+    stack.psql(flip)
+    try:
+        result = succeeded(ansible.module(ansible.module_args(endpoint)))
+    finally:
+        stack.psql(flip)
+    assert result['failed_photos'] == 1 and result['failure_reasons'] == {'authentication_failed': 1}
+    assert result['failures'][0]['id'] == victim_id and result['failures'][0]['external_image_id'] == victim
+    assert any('could not be indexed' in warning for warning in result.get('warnings', []))
+    expected = dict(expected_faces)
+    del expected[victim]
+    assert collection_faces(endpoint) == expected
+
+
+def test_an_oversized_photo_is_downscaled_or_reported(ansible, endpoint, stack):
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    import io  # pylint: disable=import-outside-toplevel
+    image = Image.frombytes('RGB', (1340, 1340), os.urandom(1340 * 1340 * 3))
+    image.paste(endpoint_support.SKIN_RGB, (500, 500, 760, 760))
+    out = io.BytesIO()
+    image.save(out, format='PNG')
+    data = out.getvalue()
+    assert len(data) > 5 * 1024 * 1024
+    ciphertext = photo_crypto.encrypt(stack.key, data)
+    external_id = 'oversize-%s' % os.urandom(3).hex()
+    stack.psql("INSERT INTO photo (vehicle_id, taken_at, content_type, data, external_image_id) "
+               "VALUES ((SELECT min(id) FROM vehicle), now(), 'image/png', '\\x%s'::bytea, '%s');" % (ciphertext.hex(), external_id))
+    where = "external_image_id = '%s'" % external_id
+    try:
+        reported = succeeded(ansible.module(ansible.module_args(endpoint, where=where, oversize='report')))
+        assert reported['failure_reasons'] == {'too_large': 1} and reported['photos'] == 1
+        assert stats(endpoint)['requests'].get('IndexFaces', 0) == 0
+        downscaled = succeeded(ansible.module(ansible.module_args(endpoint, where=where)))
+        assert downscaled['downscaled'] == 1 and downscaled['indexed'] == 1 and downscaled['faces_indexed'] == 1
+        assert list(collection_faces(endpoint)) == [external_id]
+    finally:
+        stack.psql("DELETE FROM photo WHERE external_image_id = '%s';" % external_id)
+
+
+def test_no_secret_appears_at_vvvv(ansible, endpoint, stack, tmp_path):
+    variables = ansible.playbook_vars(endpoint, str(tmp_path / 'state'), rekognition_reindex_update_face_ids=True,
+                                      rekognition_reindex_return_face_ids=True)
+    good = ansible.run_playbook(variables, ['-vvvv'], json_output=False)
+    assert good.returncode == 0, good.stdout[-4000:]
+    assert 'indexed %d photos' % 0 not in good.stdout
+    bad = ansible.run_playbook(dict(variables, fleet_dr_encryption_key=os.urandom(32).hex()), ['-vvvv'], json_output=False)
+    assert bad.returncode != 0 and 'nothing was sent to Rekognition' in bad.stdout
+    secrets = {'AWS secret key': AWS_SECRET_KEY, 'ENCRYPTION_KEY': stack.key_hex, 'database password': stack.password}
+    for proc in (good, bad):
+        output = proc.stdout + proc.stderr
+        for name, secret in secrets.items():
+            assert secret not in output, '%s appears in the -vvvv output' % name
+    assert 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' in good.stdout

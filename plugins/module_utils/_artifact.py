@@ -475,22 +475,37 @@ class AtomicArtifactWriter:
 
     When a child process writes the bytes instead (``temp_path``, or ``fileno()`` as its stdout),
     call ``sync_from_disk()`` before ``commit()`` to hash what it wrote.
+
+    ``replace=True`` is for documents that are rewritten whole (reports, histories), never for
+    artifacts: ``commit()`` then atomically replaces an existing regular file of that name; anything
+    else under the name (a directory, a device, a symlink) is still refused.
     """
 
-    def __init__(self, directory, name, mode=FILE_MODE, chunk_size=CHUNK_SIZE):
+    def __init__(self, directory, name, mode=FILE_MODE, chunk_size=CHUNK_SIZE, replace=False):
         _check_final_name(name)
         self.directory = check_destination(directory)
         self.name = name
         self.path = os.path.join(self.directory, name)
         self.mode = mode
         self.chunk_size = chunk_size
+        self.replace = replace
         self.size = 0
         self.committed = False
         self.aborted = False
         self._digest = hashlib.sha256()
-        if os.path.lexists(self.path):
-            raise _exists_error(self.path)
+        self._check_target()
         self.temp_path, self._fh = self._create_temp()
+
+    def _check_target(self):
+        try:
+            info = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if not self.replace:
+            raise _exists_error(self.path)
+        if not stat.S_ISREG(info.st_mode):
+            kind = 'a symlink' if stat.S_ISLNK(info.st_mode) else 'a directory' if stat.S_ISDIR(info.st_mode) else _describe_type(info.st_mode)
+            raise ArtifactExistsError('%s is %s, not a regular file: it is never replaced; move it away or choose another name' % (self.path, kind))
 
     def _create_temp(self):
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOFOLLOW', 0)
@@ -597,7 +612,11 @@ class AtomicArtifactWriter:
         except OSError as exc:
             raise self._fail(exc, 'flushing') from None
         try:
-            rename_noreplace(self.temp_path, self.path)
+            if self.replace:
+                self._check_target()
+                os.replace(self.temp_path, self.path)
+            else:
+                rename_noreplace(self.temp_path, self.path)
         except ArtifactExistsError:
             self.abort()
             raise

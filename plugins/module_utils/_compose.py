@@ -1,0 +1,404 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Bring a compose project up or down, and wait until its database answers. Internal to fleet_telemetry.dr.
+
+The compose command (``docker compose`` v2 or ``docker-compose`` v1) comes from ``_transport.compose_base``.
+What exists before and after is read from Docker itself by the labels compose puts on what it creates
+(``com.docker.compose.project`` and ``com.docker.compose.service``), which v1 and v2 write alike, so check
+mode can say what would change without acting, and ``changed`` is a comparison, not a guess.
+
+``env`` holds secrets (``POSTGRES_PASSWORD``): it goes into the environment of the commands only, never into
+argv or a result.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
+    Connection,
+    TransportError,
+    classify_error,
+    compose_base,
+    run,
+)
+
+DEFAULT_FILES = ('compose.yaml', 'compose.yml', 'docker-compose.yaml', 'docker-compose.yml')
+PROJECT_LABEL = 'com.docker.compose.project'
+SERVICE_LABEL = 'com.docker.compose.service'
+_SEP = '\t'
+COMMAND_TIMEOUT = 600
+
+
+class ComposeError(TransportError):
+    """A failure of compose_project: one sentence, a code (no_docker, no_project, compose_failed, not_ready)."""
+
+    def __init__(self, msg, code='compose_failed', **kwargs):
+        super(ComposeError, self).__init__(msg, code=code, **kwargs)
+        self.partial = {}
+
+    def to_result(self):
+        result = dict(self.partial)
+        result.update(super(ComposeError, self).to_result())
+        return result
+
+
+class ComposeProject(object):
+    """What the module was asked about: plain data. ``env`` is secret."""
+
+    def __init__(self, project_src, project_name=None, files=None, env=None, db_service='db', db_user='challengeuser',
+                 db_name='telemetry_db', docker_cli='docker'):
+        self.project_src = project_src
+        self.project_name = project_name
+        self.files = list(files or [])
+        self.env = dict(env or {})
+        self.db_service = db_service
+        self.db_user = db_user
+        self.db_name = db_name
+        self.docker_cli = docker_cli
+
+
+# --------------------------------------------------------------------------------------------
+# Names
+# --------------------------------------------------------------------------------------------
+
+def normalize_project_name(name):
+    """The project name as compose stores it in its labels: lower case, only ``a-z0-9_-`` (v1 and v2 alike)."""
+    return re.sub(r'[^-_a-z0-9]', '', (name or '').lower())
+
+
+def read_env_file(path):
+    """``NAME=value`` pairs of a compose ``.env`` file (comments and blank lines skipped, one level of quotes removed)."""
+    values = {}
+    try:
+        with open(path) as fileobj:
+            lines = fileobj.read().splitlines()
+    except (IOError, OSError):
+        return values
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith('#') or '=' not in line:
+            continue
+        name, value = line.split('=', 1)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def effective_project_name(project, environ=None):
+    """The name compose will use: ``project_name``, else COMPOSE_PROJECT_NAME (env option, environment, ``.env``), else the directory's name."""
+    environ = os.environ if environ is None else environ
+    name = project.project_name or project.env.get('COMPOSE_PROJECT_NAME') or environ.get('COMPOSE_PROJECT_NAME')
+    if not name:
+        name = read_env_file(os.path.join(project.project_src, '.env')).get('COMPOSE_PROJECT_NAME')
+    if not name:
+        name = os.path.basename(os.path.abspath(project.project_src))
+    return normalize_project_name(name)
+
+
+def compose_files(project):
+    """The compose files (absolute paths); ComposeError ``no_project`` when the directory or a file is missing."""
+    src = project.project_src
+    if not src or not os.path.isdir(src):
+        raise ComposeError('compose project directory %s does not exist: set project_src to the directory that holds docker-compose.yml'
+                           % src, code='no_project')
+    if project.files:
+        paths = [f if os.path.isabs(f) else os.path.join(src, f) for f in project.files]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise ComposeError('compose file %s does not exist: fix files (or project_src)' % missing[0], code='no_project')
+        return paths
+    for name in DEFAULT_FILES:
+        path = os.path.join(src, name)
+        if os.path.isfile(path):
+            return [path]
+    raise ComposeError('no compose file (%s) in %s: set project_src to the directory that holds it, or name it in files'
+                       % (', '.join(DEFAULT_FILES), src), code='no_project')
+
+
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+class Commands(object):
+    """Runs docker and compose commands for one project with the project's environment (``runner`` as ``_transport.run``)."""
+
+    def __init__(self, project, runner=run, environ=None):
+        self.project = project
+        self._runner = runner
+        base_env = dict(os.environ if environ is None else environ)
+        base_env.update(dict((k, str(v)) for k, v in project.env.items()))
+        self.env = base_env
+        self._base = None
+
+    def runner(self, argv, **kwargs):
+        kwargs.setdefault('env', self.env)
+        kwargs.setdefault('timeout', COMMAND_TIMEOUT)
+        try:
+            return self._runner(argv, **kwargs)
+        except TransportError as exc:
+            if exc.code == 'missing_binary':
+                if argv[0] == self.project.docker_cli:
+                    raise ComposeError('the docker CLI (%s) is not installed or not on PATH: install Docker' % argv[0], code='no_docker')
+                raise ComposeError('%s is not installed or not on PATH: install docker compose or docker-compose' % argv[0],
+                                   code='no_docker')
+            raise ComposeError(str(exc), code='compose_failed', cmd=exc.cmd)
+
+    def docker(self, args):
+        return self.runner([self.project.docker_cli] + list(args))
+
+    def compose_argv(self, args, files):
+        if self._base is None:
+            conn = Connection(transport='compose', project_src=self.project.project_src, project_name=self.project.project_name,
+                              docker_cli=self.project.docker_cli)
+            try:
+                self._base = compose_base(conn, self.runner)
+            except ComposeError:
+                raise
+            except TransportError as exc:
+                raise ComposeError(str(exc), code='no_docker', cmd=exc.cmd)
+        file_args = []
+        if self.project.files:
+            for path in files:
+                file_args += ['-f', path]
+        return self._base + file_args + list(args)
+
+    def compose(self, args, files):
+        argv = self.compose_argv(args, files)
+        rc, out, err = self.runner(argv, cwd=self.project.project_src)
+        return argv, rc, out, err
+
+
+def docker_problem(rc, err, what):
+    """A ComposeError for a failed docker command: no_docker when the daemon does not answer."""
+    code, sentence = classify_error(err)
+    if code == 'no_docker':
+        return ComposeError(sentence, code='no_docker', rc=rc, stderr=(err or '').strip()[-2000:])
+    return ComposeError('%s failed (rc=%s): %s' % (what, rc, sentence), code='compose_failed', rc=rc, stderr=(err or '').strip()[-2000:])
+
+
+def check_docker(cmds):
+    rc, out, err = cmds.docker(['version', '--format', '{{.Server.Version}}'])
+    if rc != 0:
+        code, sentence = classify_error(err)
+        if code != 'no_docker':
+            sentence = 'the Docker daemon does not answer (%s): start dockerd (or the docker service)' % sentence
+        raise ComposeError(sentence, code='no_docker', rc=rc, stderr=(err or '').strip()[-2000:])
+    return out.strip()
+
+
+def parse_lines(out, fields):
+    """Rows of tab-separated docker ``--format`` output as dicts of ``fields``."""
+    rows = []
+    for line in out.splitlines():
+        if not line.strip():
+            continue
+        values = line.split(_SEP)
+        values += [''] * (len(fields) - len(values))
+        rows.append(dict(zip(fields, [v.strip() for v in values])))
+    return rows
+
+
+def list_containers(cmds, project_name):
+    """Containers of the project (running or not): ``{service, name, state, id}``, sorted by service and name."""
+    fmt = _SEP.join(['{{.Label "%s"}}' % SERVICE_LABEL, '{{.Names}}', '{{.State}}', '{{.ID}}'])
+    rc, out, err = cmds.docker(['ps', '-a', '--no-trunc', '--filter', 'label=%s=%s' % (PROJECT_LABEL, project_name), '--format', fmt])
+    if rc != 0:
+        raise docker_problem(rc, err, 'docker ps')
+    rows = parse_lines(out, ('service', 'name', 'state', 'id'))
+    return sorted(rows, key=lambda row: (row['service'], row['name']))
+
+
+def list_labelled(cmds, kind, project_name):
+    """Names of the project's volumes or networks (``kind`` is ``volume`` or ``network``), sorted."""
+    rc, out, err = cmds.docker([kind, 'ls', '--filter', 'label=%s=%s' % (PROJECT_LABEL, project_name), '--format', '{{.Name}}'])
+    if rc != 0:
+        raise docker_problem(rc, err, 'docker %s ls' % kind)
+    return sorted(line.strip() for line in out.splitlines() if line.strip())
+
+
+def list_services(cmds, files):
+    """Every service of the compose file (``config --services``)."""
+    argv, rc, out, err = cmds.compose(['config', '--services'], files)
+    if rc != 0:
+        raise compose_failure(argv, rc, err, 'compose could not read the project')
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def compose_failure(argv, rc, err, what):
+    code, sentence = classify_error(err)
+    if code == 'no_docker':
+        return ComposeError(sentence, code='no_docker', rc=rc, stderr=(err or '').strip()[-4000:], cmd=argv)
+    lines = [line.strip() for line in (err or '').strip().splitlines() if line.strip()]
+    return ComposeError('%s (rc=%s): %s' % (what, rc, lines[-1] if lines else 'no message'), code='compose_failed', rc=rc,
+                        stderr=(err or '').strip()[-4000:], cmd=argv)
+
+
+# --------------------------------------------------------------------------------------------
+# Decisions
+# --------------------------------------------------------------------------------------------
+
+def public_containers(containers):
+    return [{'service': c['service'], 'name': c['name'], 'state': c['state']} for c in containers]
+
+
+def services_not_running(containers, services):
+    """Which of ``services`` have no running container (they would be created or started by ``up -d``)."""
+    running = set(c['service'] for c in containers if c['state'] == 'running')
+    return [s for s in services if s not in running]
+
+
+def snapshot(containers):
+    """What ``changed`` compares: each container's id and state."""
+    return sorted((c['id'], c['state']) for c in containers)
+
+
+def present_argv_args(services):
+    return ['up', '-d'] + list(services)
+
+
+def absent_argv_args(remove_volumes):
+    return ['down', '--remove-orphans'] + (['-v'] if remove_volumes else [])
+
+
+# --------------------------------------------------------------------------------------------
+# Waiting for the database
+# --------------------------------------------------------------------------------------------
+
+def ready_checks(docker_cli, container, user, database):
+    """The two readiness probes, run inside the container.
+
+    ``pg_isready`` over TCP (127.0.0.1): the official entrypoint's temporary init server listens on the socket
+    only, so only the final server answers it; then a real ``SELECT 1`` through psql on the socket.
+    """
+    isready = [docker_cli, 'exec', container, 'pg_isready', '-q', '-h', '127.0.0.1', '-U', user, '-d', database]
+    select = [docker_cli, 'exec', container, 'psql', '-X', '-q', '-A', '-t', '-U', user, '-d', database, '-c', 'SELECT 1']
+    return isready, select
+
+
+def logs_command(docker_cli, container_name):
+    return '%s logs --tail 50 %s' % (docker_cli, container_name)
+
+
+def wait_ready(cmds, project_name, timeout, clock=time.monotonic, sleep=time.sleep, interval=1.0):
+    """Wait until the database of ``db_service`` accepts connections; return the seconds it took.
+
+    Fails at once (not_ready) when the container exits, else after ``timeout`` seconds, naming the logs command.
+    """
+    project = cmds.project
+    started = clock()
+    deadline = started + timeout
+    last = 'no container yet'
+    container = None
+    while True:
+        containers = [c for c in list_containers(cmds, project_name) if c['service'] == project.db_service]
+        if containers:
+            container = containers[0]
+            if container['state'] in ('exited', 'dead'):
+                raise ComposeError('the container %s of service %s stopped (%s) instead of starting the database: read "%s"'
+                                   % (container['name'], project.db_service, container['state'],
+                                      logs_command(project.docker_cli, container['name'])), code='not_ready')
+            if container['state'] == 'running':
+                isready, select = ready_checks(project.docker_cli, container['id'], project.db_user, project.db_name)
+                rc, dummy, err = cmds.runner(isready, timeout=60)
+                if rc == 0:
+                    rc, out, err = cmds.runner(select, timeout=60)
+                    if rc == 0 and out.strip() == '1':
+                        return round(clock() - started, 3)
+                    last = (err or out or '').strip().splitlines()[-1:] or ['SELECT 1 gave no answer']
+                    last = 'SELECT 1 failed: %s' % last[0]
+                else:
+                    last = 'pg_isready exit %s' % rc
+            else:
+                last = 'container state %s' % container['state']
+        if clock() >= deadline:
+            name = container['name'] if container else '<container of %s>' % project.db_service
+            raise ComposeError('the database of service %s was not ready within %s s (%s): read "%s", or raise wait_timeout'
+                               % (project.db_service, timeout, last, logs_command(project.docker_cli, name)), code='not_ready')
+        sleep(interval)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole run
+# --------------------------------------------------------------------------------------------
+
+def run_compose_project(project, state='present', services=None, remove_volumes=False, wait=False, wait_timeout=120,
+                        check_mode=False, runner=None, environ=None, clock=time.monotonic, sleep=time.sleep):
+    """Apply ``state`` to the project; return the result dict (no secrets). ``runner`` defaults to ``_transport.run``."""
+    services = list(services or [])
+    cmds = Commands(project, runner=runner or run, environ=environ)
+    files = compose_files(project)
+    check_docker(cmds)
+    name = effective_project_name(project, environ=cmds.env)
+    result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': []}
+    try:
+        if state == 'absent':
+            return _absent(cmds, files, name, remove_volumes, check_mode, result)
+        return _present(cmds, files, name, services, wait, wait_timeout, check_mode, result, clock, sleep)
+    except ComposeError as exc:
+        exc.partial = dict(result, **exc.partial)
+        raise
+
+
+def _absent(cmds, files, name, remove_volumes, check_mode, result):
+    containers = list_containers(cmds, name)
+    networks = list_labelled(cmds, 'network', name)
+    volumes = list_labelled(cmds, 'volume', name) if remove_volumes else []
+    result['containers'] = public_containers(containers)
+    result['cmd'] = cmds.compose_argv(absent_argv_args(remove_volumes), files)
+    if not (containers or networks or volumes):
+        result['msg'] = 'project %s has no containers%s or networks: nothing to remove' % (name, ', volumes' if remove_volumes else '')
+        return result
+    what = '%d container(s), %d network(s)%s' % (len(containers), len(networks), ', volumes %s' % ', '.join(volumes) if volumes else '')
+    if check_mode:
+        result.update(changed=True, volumes_removed=volumes, networks_removed=networks, msg='would remove %s of project %s' % (what, name))
+        return result
+    argv, rc, dummy, err = cmds.compose(absent_argv_args(remove_volumes), files)
+    if rc != 0:
+        raise compose_failure(argv, rc, err, 'compose down of project %s failed' % name)
+    left = list_containers(cmds, name)
+    left_volumes = list_labelled(cmds, 'volume', name) if remove_volumes else []
+    result.update(changed=True, containers=public_containers(left), volumes_removed=[v for v in volumes if v not in left_volumes],
+                  networks_removed=[n for n in networks if n not in list_labelled(cmds, 'network', name)])
+    if left or left_volumes:
+        raise ComposeError('compose down of project %s left %s behind: remove them with docker rm -f / docker volume rm'
+                           % (name, ', '.join([c['name'] for c in left] + left_volumes)), code='compose_failed', cmd=argv)
+    result['msg'] = 'removed %s of project %s' % (what, name)
+    return result
+
+
+def _present(cmds, files, name, services, wait, wait_timeout, check_mode, result, clock, sleep):
+    before = list_containers(cmds, name)
+    wanted = services or list_services(cmds, files)
+    missing = services_not_running(before, wanted)
+    result['cmd'] = cmds.compose_argv(present_argv_args(services), files)
+    if check_mode:
+        result['containers'] = public_containers(before)
+        result['changed'] = bool(missing)
+        result['msg'] = ('would start %s of project %s' % (', '.join(missing), name) if missing
+                         else 'services %s of project %s are running' % (', '.join(wanted), name))
+        if wait and missing:
+            result['msg'] += ', then wait up to %s s for the database of service %s' % (wait_timeout, cmds.project.db_service)
+        return result
+    argv, rc, dummy, err = cmds.compose(present_argv_args(services), files)
+    after = list_containers(cmds, name)
+    result['containers'] = public_containers(after)
+    result['changed'] = snapshot(before) != snapshot(after)
+    if rc != 0:
+        raise compose_failure(argv, rc, err, 'compose up of project %s failed' % name)
+    not_running = services_not_running(after, wanted)
+    if not_running and not wait:
+        raise ComposeError('compose up of project %s left %s not running: read "%s logs %s"'
+                           % (name, ', '.join(not_running), ' '.join(cmds.compose_argv([], files)), not_running[0]), code='compose_failed',
+                           cmd=argv)
+    if wait:
+        result['ready_seconds'] = wait_ready(cmds, name, wait_timeout, clock=clock, sleep=sleep)
+        result['containers'] = public_containers(list_containers(cmds, name))
+    result['msg'] = '%s %s of project %s%s' % ('started' if result['changed'] else 'already running:', ', '.join(wanted), name,
+                                               '; database ready after %.1f s' % result['ready_seconds'] if wait else '')
+    return result

@@ -1128,7 +1128,8 @@ class RestoreRequest(object):
     """What to restore or verify, and how; built from module parameters. ``key`` is the 32 raw bytes."""
 
     def __init__(self, artifact=None, manifest=None, key=None, cipher='aes-256-gcm', verify_only=False, preflight_only=False,
-                 clean=True, jobs=2, photo_table='photo', photo_sample=0, preflight_photos=20, analyze=True):
+                 clean=True, jobs=2, photo_table='photo', photo_sample=0, preflight_photos=20, analyze=True, preflight_scan=False):
+        self.preflight_scan = preflight_scan
         self.artifact = artifact.rstrip('/') if artifact else artifact
         self.manifest = manifest
         self.key = key
@@ -1243,7 +1244,7 @@ def run_restore_verify(conn, req, check_mode=False, runner=run, clock=time.time)
 def _run(conn, req, check_mode, runner, clock, started, timings, result):
     # A runbook dump's expected counts come from its own COPY blocks: read to the end when no restore stream will count them.
     runbook = bool(req.artifact) and _looks_like_runbook(req.artifact)
-    full_scan = runbook and (check_mode or req.verify_only or req.preflight_only)
+    full_scan = (runbook and (check_mode or req.verify_only or req.preflight_only)) or (req.preflight_only and req.preflight_scan)
     part, info, manifest, scan = preflight(conn, req, full_scan=full_scan, runner=runner, clock=clock)
     timings['preflight_seconds'] = part.pop('preflight_seconds')
     result.update(part)

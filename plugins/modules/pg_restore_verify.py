@@ -110,6 +110,14 @@ options:
       - How many photos of the restored (or verified) database to decrypt, spread over the table. V(0) means every photo.
     type: int
     default: 0
+  preflight_scan:
+    description:
+      - With O(preflight_only=true), read a plain dump to its end and refuse it (RV(error_code=dump_incomplete)) when it is
+        not complete or its C(COPY) row counts differ from the manifest's, so that a restore procedure learns it before
+        anything destructive. A runbook dump is always read to the end in the preflight.
+      - Custom and directory archives are counted only when restored.
+    type: bool
+    default: false
   preflight_photos:
     description:
       - How many photos to read from the artifact and decrypt in the key preflight, before anything is written.
@@ -316,6 +324,7 @@ def argument_spec():
         photo_table=dict(type='str', default='photo'),
         photo_sample=dict(type='int', default=0),
         preflight_photos=dict(type='int', default=20),
+        preflight_scan=dict(type='bool', default=False),
         analyze=dict(type='bool', default=True),
     )
     return spec
@@ -354,7 +363,7 @@ def main():
         artifact=params['artifact'], manifest=params['manifest'], key=key, cipher=params['cipher'],
         verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
         photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
-        analyze=params['analyze'])
+        analyze=params['analyze'], preflight_scan=params['preflight_scan'])
     try:
         result = run_restore_verify(connection_from_params(params), request, check_mode=module.check_mode)
     except RestoreError as exc:

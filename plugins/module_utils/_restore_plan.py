@@ -1,0 +1,290 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The decisions of the restore role, as plain functions over the results of its steps. Internal to fleet_telemetry.dr.
+
+* ``safety_decision``: take a safety dump of the current database, go on without one, or stop - from the reachability
+  check of the database and what ``down -v`` would remove;
+* ``recovery_text``: how to get back after a failure (the safety dump and the exact command that restores it);
+* ``build_report``: the report data for ``dr_report``, the failure message, and the ``set_stats`` facts.
+
+Safety dumps live in the ``safety/`` subdirectory of the backup directory (the role puts them there), named ``safety_<time>...``.
+Selecting the newest backup (``_artifact.newest_verified``) only looks at the backup directory itself, so a safety dump is
+never taken for the newest backup; it is restored only when named.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp, utc_now
+
+REPORT_SUBDIR = 'reports'
+HISTORY_NAME = 'restore_history.jsonl'
+# Codes of pg_logical_backup (through _transport.classify_error) that mean "the database does not answer", as opposed to a
+# database that answers but refuses (auth_failed, no_role, no_database ...), which is a setting to fix.
+UNREACHABLE_CODES = ('db_down', 'container_down')
+UNREACHABLE_POLICIES = ('continue', 'stop', 'force')
+DEFAULT_PLAYBOOK = 'playbooks/restore.yml'
+
+# The steps of the role, in order: (key of the results, name in the report).
+STEPS = (
+    ('artifact', 'pick and verify the artifact'),
+    ('preflight', 'key preflight'),
+    ('confirm', 'confirmation'),
+    ('safety_plan', 'safety check'),
+    ('safety', 'safety dump'),
+    ('down', 'down -v'),
+    ('up_db', 'start the database'),
+    ('restore', 'restore and verify'),
+    ('up_all', 'start the stack'),
+)
+DESTRUCTIVE_STEPS = ('down', 'up_db', 'restore', 'up_all')
+
+
+class PlanError(Exception):
+    """A refusal: one sentence, a code."""
+
+    def __init__(self, msg, code='refused'):
+        super(PlanError, self).__init__(msg)
+        self.code = code
+
+
+def report_dir(backup_dir, configured=None):
+    return configured or os.path.join(backup_dir, REPORT_SUBDIR)
+
+
+def report_name(started_at):
+    """``restore_YYYY-MM-DD_HH-MM-SS`` of the start time (UTC)."""
+    return 'restore_%s' % started_at.strftime('%Y-%m-%d_%H-%M-%S')
+
+
+# --------------------------------------------------------------------------------------------
+# The safety dump
+# --------------------------------------------------------------------------------------------
+
+def safety_decision(db_check, volumes, policy='continue'):
+    """Decide about the safety dump; return ``{take, reachable, note}`` or raise PlanError.
+
+    ``db_check`` is the result of pg_logical_backup's check-mode preflight against the current database; ``volumes`` are the
+    named volumes ``down -v`` would remove. The database answers: take the dump. It does not answer (db_down,
+    container_down): with nothing to destroy (no volume) there is nothing to save and the restore goes on (``continue``,
+    the default); when a volume exists, its data could be lost without a safety dump, so ``continue`` stops and only
+    ``force`` goes on; ``stop`` never goes on without a safety dump. Any other failure of the check (wrong password, missing
+    database ...) is a setting to fix: stop.
+    """
+    if policy not in UNREACHABLE_POLICIES:
+        raise PlanError('restore_unreachable must be one of %s, not %s' % (', '.join(UNREACHABLE_POLICIES), policy), code='bad_option')
+    db_check = db_check or {}
+    volumes = list(volumes or [])
+    if not (db_check.get('failed') or db_check.get('error_code') or db_check.get('free_space_problem')):
+        return {'take': True, 'reachable': True, 'note': 'the current database answers: a safety dump is taken before anything is removed'}
+    if db_check.get('free_space_problem') and not db_check.get('error_code'):
+        raise PlanError('no room for the safety dump: %s; free space there, nothing was changed' % db_check['free_space_problem'],
+                        code='disk_full')
+    code = db_check.get('error_code')
+    reason = db_check.get('msg') or 'no message'
+    if code not in UNREACHABLE_CODES:
+        raise PlanError('the current database cannot be saved before the restore (%s): fix that setting and run again; nothing was '
+                        'changed' % reason, code='safety_check_failed')
+    if policy == 'stop':
+        raise PlanError('the current database does not answer (%s), so no safety dump can be taken, and restore_unreachable=stop: '
+                        'start the database, or set restore_unreachable=continue; nothing was changed' % reason, code='unreachable')
+    if volumes and policy != 'force':
+        raise PlanError('the current database does not answer (%s) but its volume %s still exists and down -v would destroy it '
+                        'without a safety dump: start the database (docker compose up -d db) so that one can be taken, or set '
+                        'restore_unreachable=force to restore without one; nothing was changed' % (reason, ', '.join(volumes)),
+                        code='unreachable')
+    if volumes:
+        note = ('the current database does not answer (%s); restore_unreachable=force: no safety dump, volume %s is removed '
+                'without one' % (reason, ', '.join(volumes)))
+    else:
+        note = 'the current database does not answer (%s) and no volume of it exists: nothing to save, no safety dump' % reason
+    return {'take': False, 'reachable': False, 'note': note}
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery
+# --------------------------------------------------------------------------------------------
+
+def restore_command(artifact, inventory=None, playbook=None, limit=None):
+    """The exact command that restores ``artifact`` with this playbook (arguments quoted for a POSIX shell)."""
+    argv = ['ansible-playbook']
+    if inventory:
+        argv += ['-i', inventory]
+    argv.append(playbook or DEFAULT_PLAYBOOK)
+    if limit:
+        argv += ['-l', limit]
+    argv += ['-e', 'restore_artifact=%s' % artifact, '-e', 'restore_confirm=true']
+    return ' '.join(shlex.quote(arg) for arg in argv)
+
+
+def recovery_text(destroyed, safety_dump=None, artifact=None, inventory=None, playbook=None, limit=None):
+    """How to get back, or None before anything was destroyed."""
+    if not destroyed:
+        return None
+    if safety_dump:
+        return ('the database before this restore is saved in the safety dump %s; to bring it back run: %s '
+                '(with the same variables as this run; in AWX relaunch the job template with restore_artifact=%s and '
+                'restore_confirm=true)' % (safety_dump, restore_command(safety_dump, inventory, playbook, limit), safety_dump))
+    if artifact:
+        return ('no safety dump was taken (there was nothing to save); fix the cause and restore again with: %s '
+                '(with the same variables as this run)' % restore_command(artifact, inventory, playbook, limit))
+    return 'no safety dump was taken (there was nothing to save); fix the cause and run the restore again'
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------
+
+def _ran(result):
+    return isinstance(result, dict) and bool(result) and not result.get('skipped')
+
+
+def step_seconds(key, result):
+    if not _ran(result):
+        return None
+    timings = result.get('timings') or {}
+    if key == 'safety':
+        return timings.get('total_seconds')
+    if key in ('preflight', 'restore'):
+        return timings.get('total_seconds')
+    if key == 'up_db':
+        return result.get('ready_seconds')
+    return None
+
+
+def steps_of(results, failed_step=None, failed_msg=None, confirmed=None):
+    """The report's steps: ``{name, ok, seconds, msg}`` of each step that ran (or failed), in order."""
+    steps = []
+    for key, name in STEPS:
+        result = results.get(key)
+        if key == 'confirm':
+            if confirmed is None and failed_step != key:
+                continue
+            ok = failed_step != key and bool(confirmed)
+            steps.append({'name': name, 'ok': ok, 'seconds': None,
+                          'msg': failed_msg if failed_step == key else ('restore_confirm is set' if ok else 'not confirmed')})
+            continue
+        if not _ran(result) and failed_step != key:
+            continue
+        result = result if isinstance(result, dict) else {}
+        failed = bool(result.get('failed')) or failed_step == key
+        msg = failed_msg if failed_step == key and failed_msg else result.get('msg')
+        steps.append({'name': name, 'ok': not failed, 'seconds': step_seconds(key, result), 'msg': msg})
+    return steps
+
+
+def _seconds_between(start, end):
+    return round((end - start).total_seconds(), 3)
+
+
+def _artifact_facts(artifact):
+    artifact = artifact or {}
+    manifest = artifact.get('manifest') or {}
+    facts = dict((k, artifact.get(k)) for k in ('path', 'size', 'sha256', 'dump_format', 'kind'))
+    facts['started_at'] = manifest.get('started_at')
+    return facts
+
+
+def rpo_seconds(artifact, now):
+    """Age of the backup at the restore (from its manifest's start time), or None (a runbook dump has no manifest)."""
+    started = (artifact or {}).get('started_at')
+    if not started:
+        return None
+    try:
+        return _seconds_between(parse_timestamp(started), now)
+    except ValueError:
+        return None
+
+
+def find_failed_step(results, failed_task=None):
+    """The key of the first step whose registered result failed; else the failed task's name; None when nothing failed."""
+    for key, dummy in STEPS:
+        result = results.get(key)
+        if isinstance(result, dict) and result.get('failed'):
+            return key
+    return failed_task or None
+
+
+def build_report(results, started_at, check_mode=False, failed_step=None, failed_msg=None, confirmed=None, database=None,
+                 target=None, inventory=None, playbook=None, limit=None, now=None, backup_dir=None, configured_report_dir=None,
+                 history=True):
+    """The report data, the failure message (with the recovery), and the set_stats facts of a restore run.
+
+    ``results`` maps the keys of ``STEPS`` to the registered results of the role's tasks.
+    ``failed_step`` is the key of the step that failed (or the failed task's name), None for a passed run.
+    """
+    now = now or utc_now()
+    started = parse_timestamp(started_at) if isinstance(started_at, str) else started_at
+    artifact = _artifact_facts(results.get('artifact'))
+    safety = results.get('safety_check') if check_mode else results.get('safety')
+    safety = safety if _ran(safety) and not safety.get('failed') and not safety.get('error_code') else None
+    safety_path = safety.get('path') if safety and not check_mode else None
+    destroyed = (not check_mode) and any(_ran(results.get(key)) or failed_step == key for key in DESTRUCTIVE_STEPS)
+    restored = results.get('restore') if _ran(results.get('restore')) else {}
+    failed_step_name = dict(STEPS).get(failed_step, failed_step)
+    recovery = recovery_text(destroyed and bool(failed_step), safety_path, artifact.get('path'), inventory, playbook, limit) \
+        if failed_step else None
+
+    data = {
+        'status': 'failed' if failed_step else 'passed',
+        'started_at': format_timestamp(started),
+        'finished_at': format_timestamp(now),
+        'database': database,
+        'target': dict(target or {}),
+        'artifact': artifact,
+        'steps': steps_of(results, failed_step, failed_msg, confirmed),
+        'check_mode': bool(check_mode),
+    }
+    rpo = rpo_seconds(artifact, started)
+    if rpo is not None:
+        data['rpo_seconds'] = rpo
+    if restored.get('tables') is not None:
+        data['tables'] = restored['tables']
+    if restored.get('photos') is not None:
+        data['photos'] = dict((k, restored['photos'].get(k)) for k in ('checked', 'failed', 'total'))
+    if not failed_step and not check_mode:
+        data['rto_seconds'] = _seconds_between(started, now)
+    if safety_path:
+        data['safety_dump'] = {'path': safety_path, 'sha256': safety.get('sha256')}
+    safety_plan = results.get('safety_plan')
+    if _ran(safety_plan) and safety_plan.get('note'):
+        data['safety_note'] = safety_plan['note']
+
+    if failed_step:
+        what = 'the restore failed at step "%s": %s' % (failed_step_name, failed_msg or 'no message')
+        if failed_step == 'up_all' and _ran(restored) and not restored.get('failed'):
+            recovery = ('the database was restored and verified; start the rest of the stack by hand (docker compose up -d, or '
+                        'docker-compose up -d, in %s)%s' % ((target or {}).get('project_src'),
+                                                           '; the database from before the restore is in the safety dump %s' % safety_path
+                                                           if safety_path else ''))
+        if recovery:
+            msg = '%s. The database was already removed: %s' % (what, recovery)
+            data['recovery'] = recovery
+        else:
+            msg = '%s. Nothing was changed: the current database is untouched' % what
+        data['failed_step'] = failed_step_name
+    elif check_mode:
+        msg = 'check mode: would restore %s into %s%s' % (
+            artifact.get('path'), database, ', after a safety dump of the current database' if safety else ' without a safety dump')
+        if not confirmed:
+            msg += '; a real run needs restore_confirm=true'
+    else:
+        counts = ', '.join('%s=%s' % (t.get('table'), t.get('actual')) for t in data.get('tables', []))
+        msg = 'restored and verified %s from %s (%s; %s photo(s) decrypt) in %.1f s' % (
+            database, artifact.get('path'), counts or 'no counts', (data.get('photos') or {}).get('checked'), data['rto_seconds'])
+    data['msg'] = msg
+
+    stats = {
+        'fleet_dr_restore_status': data['status'],
+        'fleet_dr_restore_artifact': artifact.get('path'),
+        'fleet_dr_restore_row_counts': dict((t.get('table'), t.get('actual')) for t in data.get('tables', [])),
+        'fleet_dr_restore_rto_seconds': data.get('rto_seconds'),
+        'fleet_dr_restore_safety_dump': safety_path,
+    }
+    reports = report_dir(backup_dir, configured_report_dir) if (backup_dir or configured_report_dir) else None
+    return {'data': data, 'msg': msg, 'recovery': recovery, 'stats': stats, 'name': report_name(started),
+            'status': data['status'], 'destroyed': destroyed, 'report_dir': reports,
+            'history_path': os.path.join(reports, HISTORY_NAME) if reports and history else None}

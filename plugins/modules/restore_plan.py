@@ -1,0 +1,260 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: restore_plan
+short_description: The decisions of the restore role - safety dump or not, the report, the way back after a failure
+version_added: 0.1.0
+description:
+  - Used by the role C(fleet_telemetry.dr.restore); it reads only the results of the role's other tasks and changes nothing.
+  - O(stage=safety) decides about the safety dump of the current database from the check-mode result of
+    M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)) and the volumes C(down -v) would remove (O(volumes)). When the
+    database answers, a safety dump is taken. When it does not answer (RV(error_code) V(db_down) or V(container_down)) and
+    no volume exists, there is nothing to save and the restore goes on without one. When it does not answer but a volume
+    exists, the task fails unless O(unreachable=force), because the volume's data would be lost without a safety dump. Any
+    other failure of the check (wrong password, missing database) fails the task, naming the setting.
+  - O(stage=report) builds the report data for M(fleet_telemetry.dr.dr_report) from O(results), the failure message of a
+    failed run and, when the failure came after C(down -v), the way back - the safety dump's path and the exact
+    C(ansible-playbook) command that restores it - and the C(set_stats) facts.
+author:
+  - fleet_telemetry.dr developers (!UNKNOWN)
+extends_documentation_fragment:
+  - fleet_telemetry.dr._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The module changes nothing; in check mode O(stage=report) words the report as what a run would do.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - RV(changed) is always V(false).
+options:
+  stage:
+    description: Which decision.
+    type: str
+    choices: [safety, report]
+    required: true
+  db_check:
+    description:
+      - With O(stage=safety), the registered result of M(fleet_telemetry.dr.pg_logical_backup) in check mode against the
+        current database (registered with C(ignore_errors) or C(failed_when=false)).
+    type: dict
+    default: {}
+  volumes:
+    description: With O(stage=safety), the volumes C(down -v) would remove (RV(fleet_telemetry.dr.compose_project#module:volumes_removed)).
+    type: list
+    elements: str
+    default: []
+  unreachable:
+    description:
+      - With O(stage=safety), what to do when the current database does not answer.
+      - V(continue) goes on without a safety dump only when there is nothing to save (no volume); V(stop) never goes on without
+        a safety dump; V(force) goes on even when a volume would be destroyed without one.
+    type: str
+    choices: [continue, stop, force]
+    default: continue
+  results:
+    description:
+      - With O(stage=report), the registered results of the role's steps under the keys C(artifact), C(preflight),
+        C(confirm), C(safety_check), C(safety_plan) (the result of O(stage=safety)), C(safety), C(down), C(up_db),
+        C(restore) and C(up_all).
+      - In check mode C(safety_check) (the check-mode run of M(fleet_telemetry.dr.pg_logical_backup)) stands for the safety
+        dump that a real run would take.
+    type: dict
+    default: {}
+  started_at:
+    description: With O(stage=report), when the run started, ISO 8601 UTC (for RTO, RPO and the report's name).
+    type: str
+  failed_task:
+    description: With O(stage=report) in a C(rescue), the name of the failed task (C(ansible_failed_task.name)).
+    type: str
+  failed_msg:
+    description: With O(stage=report) in a C(rescue), the message of the failed task (C(ansible_failed_result.msg)).
+    type: str
+  failed:
+    description: With O(stage=report), whether the run failed (V(true) in a C(rescue)).
+    type: bool
+    default: false
+  confirmed:
+    description: With O(stage=report), whether C(restore_confirm) was given.
+    type: bool
+    default: false
+  database:
+    description: With O(stage=report), the database restored.
+    type: str
+  target:
+    description: With O(stage=report), where it was restored (no secrets), for example C(project_src) and C(project_name).
+    type: dict
+    default: {}
+  inventory:
+    description: With O(stage=report), the inventory for the recovery command (C(inventory_file)).
+    type: str
+  playbook:
+    description: With O(stage=report), the restore playbook for the recovery command.
+    type: str
+    default: playbooks/restore.yml
+  limit:
+    description: With O(stage=report), the host for the recovery command's C(-l).
+    type: str
+  backup_dir:
+    description: With O(stage=report), the backup directory; the reports go to its C(reports) subdirectory.
+    type: path
+  report_dir:
+    description: With O(stage=report), the report directory instead of C(reports) in O(backup_dir).
+    type: path
+  history:
+    description: With O(stage=report), whether RV(history_path) (C(restore_history.jsonl) in the report directory) is returned.
+    type: bool
+    default: true
+seealso:
+  - module: fleet_telemetry.dr.pg_restore_verify
+  - module: fleet_telemetry.dr.compose_project
+  - module: fleet_telemetry.dr.dr_report
+"""
+
+EXAMPLES = r"""
+- name: Decide about the safety dump
+  fleet_telemetry.dr.restore_plan:
+    stage: safety
+    db_check: "{{ _restore_db_check }}"
+    volumes: "{{ _restore_down_plan.volumes_removed }}"
+  register: _restore_safety_plan
+
+- name: Build the report of a failed restore and the way back
+  fleet_telemetry.dr.restore_plan:
+    stage: report
+    failed: true
+    failed_task: "{{ ansible_failed_task.name }}"
+    failed_msg: "{{ ansible_failed_result.msg }}"
+    started_at: "{{ _restore_started_at }}"
+    results:
+      safety: "{{ _restore_safety | default({}) }}"
+      restore: "{{ _restore_result | default({}) }}"
+    inventory: "{{ inventory_file }}"
+    limit: "{{ inventory_hostname }}"
+"""
+
+RETURN = r"""
+changed:
+  description: Always V(false).
+  returned: always
+  type: bool
+msg:
+  description: With O(stage=safety), the decision; with O(stage=report), the run's outcome (on failure, with the way back).
+  returned: always
+  type: str
+error_code:
+  description: V(unreachable), V(safety_check_failed) or V(bad_option).
+  returned: failure
+  type: str
+take:
+  description: With O(stage=safety), whether to take the safety dump.
+  returned: O(stage=safety)
+  type: bool
+reachable:
+  description: With O(stage=safety), whether the current database answered.
+  returned: O(stage=safety)
+  type: bool
+note:
+  description: With O(stage=safety), one sentence for the report.
+  returned: O(stage=safety)
+  type: str
+data:
+  description: With O(stage=report), the report data for M(fleet_telemetry.dr.dr_report).
+  returned: O(stage=report)
+  type: dict
+name:
+  description: With O(stage=report), the report's name, C(restore_YYYY-MM-DD_HH-MM-SS) of O(started_at).
+  returned: O(stage=report)
+  type: str
+status:
+  description: With O(stage=report), V(passed) or V(failed).
+  returned: O(stage=report)
+  type: str
+recovery:
+  description: With O(stage=report), how to get back when the run failed after C(down -v), else V(null).
+  returned: O(stage=report)
+  type: str
+destroyed:
+  description: With O(stage=report), whether the run got as far as C(down -v).
+  returned: O(stage=report)
+  type: bool
+report_dir:
+  description: With O(stage=report), the directory of the report files.
+  returned: O(stage=report)
+  type: str
+history_path:
+  description: With O(stage=report), the history file of the restore reports, or V(null) with O(history=false).
+  returned: O(stage=report)
+  type: str
+stats:
+  description: With O(stage=report), the facts for C(set_stats) (status, artifact, row counts, RTO, safety dump).
+  returned: O(stage=report)
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import (
+    PlanError,
+    build_report,
+    find_failed_step,
+    safety_decision,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            stage=dict(type='str', choices=['safety', 'report'], required=True),
+            db_check=dict(type='dict', default={}),
+            volumes=dict(type='list', elements='str', default=[]),
+            unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
+            results=dict(type='dict', default={}),
+            started_at=dict(type='str'),
+            failed_task=dict(type='str'),
+            failed_msg=dict(type='str'),
+            failed=dict(type='bool', default=False),
+            confirmed=dict(type='bool', default=False),
+            database=dict(type='str'),
+            target=dict(type='dict', default={}),
+            inventory=dict(type='str'),
+            playbook=dict(type='str', default='playbooks/restore.yml'),
+            limit=dict(type='str'),
+            backup_dir=dict(type='path'),
+            report_dir=dict(type='path'),
+            history=dict(type='bool', default=True),
+        ),
+        required_if=[('stage', 'report', ['started_at'])],
+        supports_check_mode=True,
+    )
+    params = module.params
+    if params['stage'] == 'safety':
+        try:
+            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'])
+        except PlanError as exc:
+            module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
+            return
+        module.exit_json(changed=False, msg=decision['note'], **decision)
+        return
+    failed_step = find_failed_step(params['results'], params['failed_task'] or 'unknown') if params['failed'] else None
+    try:
+        report = build_report(params['results'], params['started_at'], check_mode=module.check_mode, failed_step=failed_step,
+                              failed_msg=params['failed_msg'], confirmed=params['confirmed'], database=params['database'],
+                              target=params['target'], inventory=params['inventory'], playbook=params['playbook'],
+                              limit=params['limit'], backup_dir=params['backup_dir'], configured_report_dir=params['report_dir'],
+                              history=params['history'])
+    except ValueError as exc:
+        module.fail_json(msg='started_at: %s' % exc, error_code='bad_option', changed=False)
+        return
+    module.exit_json(changed=False, **report)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,397 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""playbooks/restore.yml against a real scratch stack ("production" here), through real ansible-playbook runs.
+
+Round trip (backup.yml, then restore.yml into the recreated stack), a runbook-made backup, and the cases that must fail
+safely: after each of them production's data is what it was before (row counts of every table and a checksum of every
+photo, read with psql), and - when the failure came before ``down -v`` - production's container is the same one.
+"""
+
+from __future__ import annotations
+
+import binascii
+import glob
+import json
+import os
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import COMMAND_TIMEOUT, HOST, PYTHON, REPO_ROOT, ComposeStack, checked, run, secret_forms
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import decrypt
+
+BACKUP_PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'backup.yml')
+RESTORE_PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'restore.yml')
+SEED_ARGS = ['--size', 'tiny', '--random-seed', '20261201']
+PHOTO_CHECKSUM = "SELECT count(*) || ':' || md5(string_agg(md5(data), ',' ORDER BY id)) FROM photo;"
+
+
+class Production(object):
+    """The scratch stack a restore replaces, with its own inventory (the role's variables) and backup directory."""
+
+    def __init__(self, stack, ansible, workdir):
+        self.stack = stack
+        self.ansible = ansible
+        self.workdir = workdir
+        self.backup_dir = os.path.join(workdir, 'backups')
+        os.makedirs(self.backup_dir, mode=0o700)
+        self.inventory = os.path.join(workdir, 'inventory.json')
+        self.variables = {
+            'ansible_connection': 'local', 'ansible_python_interpreter': PYTHON,
+            'fleet_dr_project_src': stack.directory, 'fleet_dr_project_name': stack.project,
+            'fleet_dr_backup_dir': self.backup_dir, 'fleet_dr_encryption_key': stack.key_hex,
+            'backup_poll_interval': 1, 'restore_poll_interval': 1, 'restore_recovery_playbook': RESTORE_PLAYBOOK,
+        }
+        self.write_inventory()
+
+    def write_inventory(self, **overrides):
+        variables = dict(self.variables, **overrides)
+        with open(os.open(self.inventory + '.tmp', os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as fileobj:
+            json.dump({'all': {'children': {'telemetry_db': {'hosts': {HOST: {}}, 'vars': variables}}}}, fileobj)
+        os.rename(self.inventory + '.tmp', self.inventory)
+
+    def playbook(self, playbook, *extra):
+        """``ansible-playbook -i <inventory> <playbook> <extra>``, in the environment compose needs for the stack."""
+        return run([self.ansible.playbook, '-i', self.inventory, playbook] + list(extra), cwd=self.workdir,
+                   env=self.ansible.env(self.stack.env), timeout=COMMAND_TIMEOUT)
+
+    def command(self, command_line):
+        """Run a command line as an operator would paste it (the recovery command of a failure message)."""
+        argv = shlex.split(command_line)
+        assert argv[0] == 'ansible-playbook', command_line
+        return run([self.ansible.playbook] + argv[1:], cwd=self.workdir, env=self.ansible.env(self.stack.env), timeout=COMMAND_TIMEOUT)
+
+    def restore(self, *extra):
+        return self.playbook(RESTORE_PLAYBOOK, *extra)
+
+    def backup(self, *extra):
+        proc = self.playbook(BACKUP_PLAYBOOK, *extra)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        return newest_artifact(self.backup_dir)
+
+    def refresh(self):
+        """Find the db container again (a restore recreates it)."""
+        self.stack.container = self.stack.compose('ps', '-q', 'db').stdout.strip() or None
+        return self.stack.container
+
+    def state(self):
+        """Production's data as psql sees it: every table's row count and a checksum of every photo."""
+        assert self.refresh(), 'production has no db container'
+        tables = self.stack.user_tables()
+        return {'counts': self.stack.counts(tables), 'photos': self.stack.psql(PHOTO_CHECKSUM)}
+
+    def photos(self):
+        rows = self.stack.psql("SELECT id, encode(data, 'hex') FROM photo ORDER BY id;").splitlines()
+        return [(int(i), binascii.unhexlify(h)) for i, h in (row.split('|') for row in rows)]
+
+
+def newest_artifact(directory):
+    paths = sorted(p for p in glob.glob(os.path.join(directory, '*')) if not p.endswith('.manifest.json') and not os.path.isdir(p))
+    assert paths, 'no artifact in %s' % directory
+    return max(paths, key=os.path.getmtime)
+
+
+def tree(directory):
+    """Every path below ``directory`` with its size and mtime."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            found.append((path, os.path.getsize(path), os.path.getmtime(path)))
+    return sorted(found)
+
+
+def output(proc):
+    return proc.stdout + proc.stderr
+
+
+def failure_message(proc):
+    """The msg of the role's final failure task ("Stop with what failed and how to get back")."""
+    text = output(proc)
+    marker = 'TASK [fleet_telemetry.dr.restore : Stop with what failed and how to get back]'
+    assert marker in text, 'the run did not end in the role\'s failure task:\n%s' % text[-6000:]
+    prefix = 'fatal: [%s]: FAILED! => ' % HOST
+    for line in text[text.index(marker):].splitlines():
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])['msg']
+    raise AssertionError('no failure line after the failure task:\n%s' % text[-6000:])
+
+
+def reports(production):
+    paths = sorted(glob.glob(os.path.join(production.backup_dir, 'reports', 'restore_*.json')), key=os.path.getmtime)
+    return [json.load(open(p)) for p in paths]
+
+
+@pytest.fixture(scope='module')
+def production(tmp_path_factory, request, ansible):
+    workdir = str(tmp_path_factory.mktemp('restoreprod'))
+    stack = ComposeStack(workdir, 'restore')
+    request.addfinalizer(stack.down)
+    stack.up()
+    stack.seed(SEED_ARGS)
+    return Production(stack, ansible, workdir)
+
+
+@pytest.fixture(scope='module')
+def plain_backup(production):
+    """An uncompressed plain backup of production, taken with backup.yml (the runbook's file name)."""
+    path = production.backup('-e', 'backup_compression=none')
+    assert path.endswith('.sql'), path
+    return path
+
+
+def damaged_copy(production, source, name, damage, with_manifest=True):
+    """A damaged copy of ``source`` (and its manifest) in a directory of its own."""
+    directory = os.path.join(production.workdir, 'damaged-' + name)
+    os.makedirs(directory)
+    target = os.path.join(directory, os.path.basename(source))
+    shutil.copy2(source, target)
+    if with_manifest:
+        shutil.copy2(source + '.manifest.json', target + '.manifest.json')
+    damage(target)
+    return target
+
+
+def truncate_at_line(path):
+    """Cut the dump at the line boundary in the middle of the photo data (the trap of OFFLINE.md)."""
+    with open(path, 'rb') as fileobj:
+        data = fileobj.read()
+    copy_at = data.index(b'COPY public.photo ')
+    cut = data.index(b'\n', copy_at + (len(data) - copy_at) // 3) + 1
+    with open(path, 'wb') as fileobj:
+        fileobj.write(data[:cut])
+
+
+def flip_photo_byte(path):
+    """Flip one hex digit inside the first photo's data (the dump stays valid SQL)."""
+    with open(path, 'rb') as fileobj:
+        data = bytearray(fileobj.read())
+    first_row = data.index(b'\n', data.index(b'COPY public.photo ')) + 1
+    pos = data.index(b'\\\\x', first_row) + 3 + 100
+    data[pos] = ord('0') if data[pos] != ord('0') else ord('1')
+    with open(path, 'wb') as fileobj:
+        fileobj.write(bytes(data))
+
+
+def alter_manifest_counts(path):
+    manifest_path = path + '.manifest.json'
+    with open(manifest_path) as fileobj:
+        manifest = json.load(fileobj)
+    manifest['row_counts']['photo'] += 1
+    with open(manifest_path, 'w') as fileobj:
+        json.dump(manifest, fileobj)
+
+
+def runbook_dump(production, name='runbook'):
+    """The seed runbook's backup: ``docker-compose exec -T db pg_dump -U challengeuser telemetry_db > backup_....sql``."""
+    directory = os.path.join(production.workdir, name)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, 'backup_2026-12-01_03-00-00.sql')
+    with open(path, 'wb') as fileobj:
+        proc = subprocess.run(production.stack.compose_cmd + ['-p', production.stack.project, 'exec', '-T', 'db', 'pg_dump', '-U',
+                                                              'challengeuser', 'telemetry_db'],
+                              cwd=production.stack.directory, env=production.stack.env, stdout=fileobj, stderr=subprocess.PIPE,
+                              timeout=COMMAND_TIMEOUT, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return path
+
+
+def assert_untouched(production, before, container):
+    """Production's data equals ``before`` and its container is the same one (nothing was removed)."""
+    assert production.state() == before
+    assert production.stack.container == container, 'production\'s container was replaced'
+
+
+# --------------------------------------------------------------------------------------------
+# Restores that must work
+# --------------------------------------------------------------------------------------------
+
+def test_round_trip(production, plain_backup):
+    """backup.yml, then restore.yml of the newest backup: the stack is recreated, every count and photo is back."""
+    compressed = production.backup()
+    before = production.state()
+    container = production.stack.container
+    proc = production.restore('-e', 'restore_confirm=true')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    after = production.state()
+    assert production.stack.container != container, 'the stack was not recreated'
+    assert after == before
+    manifest = json.load(open(compressed + '.manifest.json'))
+    for table, count in manifest['row_counts'].items():
+        assert after['counts'][table] == count
+    photos = production.photos()
+    assert len(photos) == before['counts']['photo'] > 0
+    for dummy, data in photos:
+        decrypt(production.stack.key, data)
+
+    report = reports(production)[-1]
+    assert report['status'] == 'passed'
+    assert report['artifact']['path'] == compressed, 'the newest backup was not the one restored'
+    assert report['photos']['checked'] == report['photos']['total'] == len(photos) and report['photos']['failed'] == 0
+    assert report['rto_seconds'] > 0
+    assert all(t['ok'] for t in report['tables']) and set(manifest['row_counts']) <= set(t['table'] for t in report['tables'])
+    safety = report['safety_dump']['path']
+    assert os.path.dirname(safety) == os.path.join(production.backup_dir, 'safety')
+    assert os.path.basename(safety).startswith('safety_') and os.path.exists(safety + '.manifest.json')
+    assert json.load(open(safety + '.manifest.json'))['row_counts'] == before['counts']
+    assert 'restored and verified telemetry_db from %s' % compressed in output(proc)
+    print(output(proc)[-5000:])
+
+
+def test_newest_is_never_a_safety_dump(production):
+    """After a restore its safety dump is the newest file under the backup directory, yet the newest backup is picked."""
+    newest_backup = newest_artifact(production.backup_dir)
+    safety = sorted(glob.glob(os.path.join(production.backup_dir, 'safety', 'safety_*')), key=os.path.getmtime)
+    assert safety and os.path.getmtime(safety[-1]) > os.path.getmtime(newest_backup)
+    proc = production.restore('--check')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    assert 'would restore %s' % newest_backup in output(proc)
+
+
+def test_runbook_backup_restores_and_verifies(production):
+    before = production.state()
+    path = runbook_dump(production)
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + path)
+    assert proc.returncode == 0, output(proc)[-6000:]
+    assert production.state() == before
+    report = reports(production)[-1]
+    assert report['status'] == 'passed' and report['artifact']['path'] == path
+    assert all(t['ok'] and t['source'] == 'dump' for t in report['tables']), report['tables']
+
+
+def test_check_mode_changes_nothing(production):
+    before = production.state()
+    container = production.stack.container
+    listing = tree(production.backup_dir)
+    proc = production.restore('--check', '-e', 'restore_confirm=true')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    assert 'check mode: would restore' in output(proc)
+    assert_untouched(production, before, container)
+    assert tree(production.backup_dir) == listing
+
+
+# --------------------------------------------------------------------------------------------
+# Restores that must fail, leaving production as it was
+# --------------------------------------------------------------------------------------------
+
+BROKEN = [
+    ('truncated', truncate_at_line, True, 'does not verify'),
+    ('truncated-runbook', truncate_at_line, False, 'trailer'),
+    ('flipped', flip_photo_byte, True, 'does not verify'),
+    ('flipped-runbook', flip_photo_byte, False, 'photo'),
+    ('manifest-counts', alter_manifest_counts, True, 'the manifest says'),
+]
+
+
+@pytest.mark.parametrize('name, damage, with_manifest, expected', BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_artifact_is_refused(production, plain_backup, name, damage, with_manifest, expected):
+    before = production.state()
+    container = production.stack.container
+    source = plain_backup if with_manifest else runbook_dump(production, 'runbook-' + name)
+    broken = damaged_copy(production, source, name, damage, with_manifest)
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + broken)
+    assert proc.returncode != 0
+    msg = failure_message(proc)
+    assert expected in msg and 'Nothing was changed' in msg, msg
+    assert_untouched(production, before, container)
+
+
+@pytest.mark.parametrize('variables, expected', [
+    ({'fleet_dr_encryption_key': os.urandom(32).hex()}, 'fleet_dr_encryption_key'),
+    ({'fleet_dr_cipher': 'fernet'}, 'cipher'),
+], ids=['wrong-key', 'wrong-cipher'])
+def test_wrong_key_or_cipher_is_refused(production, plain_backup, variables, expected):
+    before = production.state()
+    container = production.stack.container
+    production.write_inventory(**variables)
+    try:
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    finally:
+        production.write_inventory()
+    assert proc.returncode != 0
+    msg = failure_message(proc)
+    assert 'key preflight' in msg and 'Nothing was changed' in msg, msg
+    assert expected.replace('fleet_dr_', '') in msg, msg
+    assert_untouched(production, before, container)
+
+
+def test_no_confirmation_is_refused(production, plain_backup):
+    before = production.state()
+    container = production.stack.container
+    proc = production.restore('-e', 'restore_artifact=' + plain_backup)
+    assert proc.returncode != 0
+    msg = failure_message(proc)
+    assert 'restore_confirm' in msg and 'set restore_confirm=true' in msg and 'Nothing was changed' in msg, msg
+    assert_untouched(production, before, container)
+    # A survey answer "false" is no confirmation either.
+    proc = production.restore('-e', 'restore_artifact=' + plain_backup, '-e', 'restore_confirm=false')
+    assert proc.returncode != 0 and 'restore_confirm' in failure_message(proc)
+    assert_untouched(production, before, container)
+
+
+def test_unreachable_target_is_refused_while_its_volume_exists(production, plain_backup):
+    """The database container is stopped: no safety dump can be taken and its volume holds data, so nothing is removed."""
+    before = production.state()
+    container = production.stack.container
+    checked(['docker', 'stop', '-t', '5', container], 'docker stop')
+    try:
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+        assert proc.returncode != 0
+        msg = failure_message(proc)
+        assert 'does not answer' in msg and 'restore_unreachable=force' in msg and 'Nothing was changed' in msg, msg
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup, '-e', 'restore_unreachable=stop')
+        assert proc.returncode != 0 and 'restore_unreachable=stop' in failure_message(proc)
+    finally:
+        checked(['docker', 'start', container], 'docker start')
+        production.stack.wait_healthy()
+    assert_untouched(production, before, container)
+
+
+def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
+    """The database does not become ready within restore_wait_timeout=1 after down -v: the message names the safety dump and
+    the command that restores it; running that command brings production's data back."""
+    before = production.state()
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup, '-e', 'restore_wait_timeout=1')
+    assert proc.returncode != 0
+    msg = failure_message(proc)
+    assert 'start the database' in msg and 'not ready' in msg, msg
+    assert 'The database was already removed' in msg, msg
+    command = msg[msg.index('to bring it back run: ') + len('to bring it back run: '):msg.index(' (with the same variables')]
+    safety = shlex.split(command)[shlex.split(command).index('-e') + 1].split('=', 1)[1]
+    assert os.path.dirname(safety) == os.path.join(production.backup_dir, 'safety') and os.path.exists(safety)
+    report = reports(production)[-1]
+    assert report['status'] == 'failed' and report['safety_dump']['path'] == safety and command in report['recovery']
+
+    # An operator runs the command once the new, empty database is up (before that the restore would refuse, since no
+    # safety dump of it could be taken).
+    production.refresh()
+    production.stack.wait_healthy()
+    recovered = production.command(command)
+    assert recovered.returncode == 0, output(recovered)[-6000:]
+    assert production.state() == before
+
+
+def test_no_secret_in_verbose_output_or_reports(production, plain_backup):
+    """db password and ENCRYPTION_KEY: not in -vvvv output of a restore over the direct transport, nor in the reports."""
+    production.write_inventory(fleet_dr_transport='direct', fleet_dr_db_host='127.0.0.1', fleet_dr_db_port=production.stack.port,
+                               fleet_dr_db_password=production.stack.password)
+    try:
+        proc = production.restore('-vvvv', '-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    finally:
+        production.write_inventory()
+    assert proc.returncode == 0, output(proc)[-6000:]
+    text = output(proc)
+    files = []
+    for pattern in ('reports/*', 'safety/*'):
+        for path in glob.glob(os.path.join(production.backup_dir, pattern)):
+            if path.endswith(('.json', '.md', '.xml', '.jsonl')):
+                files.append((path, open(path, encoding='utf-8', errors='replace').read()))
+    assert files
+    for form in secret_forms(production.stack.password, production.stack.key):
+        assert form not in text, 'a secret is in the -vvvv output'
+        for path, content in files:
+            assert form not in content, 'a secret is in %s' % path

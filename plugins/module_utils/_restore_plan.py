@@ -134,6 +134,15 @@ def recovery_text(destroyed, safety_dump=None, artifact=None, inventory=None, pl
     return 'no safety dump was taken (there was nothing to save); fix the cause and run the restore again'
 
 
+def stack_start_text(project_src, safety_path=None):
+    """When only starting the rest of the stack failed: the data is back, the services are not."""
+    text = ('The database was restored and verified; start the rest of the stack by hand (docker compose up -d, or docker-compose '
+            'up -d, in %s)' % project_src)
+    if safety_path:
+        text += '; the database from before the restore is in the safety dump %s' % safety_path
+    return text
+
+
 # --------------------------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------------------------
@@ -256,11 +265,10 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
     if failed_step:
         what = 'the restore failed at step "%s": %s' % (failed_step_name, failed_msg or 'no message')
         if failed_step == 'up_all' and _ran(restored) and not restored.get('failed'):
-            recovery = ('the database was restored and verified; start the rest of the stack by hand (docker compose up -d, or '
-                        'docker-compose up -d, in %s)%s' % ((target or {}).get('project_src'),
-                                                           '; the database from before the restore is in the safety dump %s' % safety_path
-                                                           if safety_path else ''))
-        if recovery:
+            recovery = stack_start_text((target or {}).get('project_src'), safety_path)
+            msg = '%s. %s' % (what, recovery)
+            data['recovery'] = recovery
+        elif recovery:
             msg = '%s. The database was already removed: %s' % (what, recovery)
             data['recovery'] = recovery
         else:

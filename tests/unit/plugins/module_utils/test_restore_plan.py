@@ -202,7 +202,7 @@ def test_failure_after_down_without_a_safety_dump():
 def test_only_starting_the_rest_failed():
     res = results(up_all={'failed': True, 'msg': 'compose up failed'})
     report = rp.build_report(res, STARTED, failed_step='up_all', failed_msg='compose up failed', target={'project_src': '/srv/t'}, now=NOW)
-    assert 'the database was restored and verified' in report['recovery'] and '/srv/t' in report['recovery']
+    assert 'The database was restored and verified' in report['recovery'] and report['msg'].endswith(report['recovery']) and '/srv/t' in report['recovery']
 
 
 def test_check_mode_report_says_what_would_happen():

@@ -109,14 +109,18 @@ def safety_decision(db_check, volumes, policy='continue'):
 # --------------------------------------------------------------------------------------------
 
 def restore_command(artifact, inventory=None, playbook=None, limit=None):
-    """The exact command that restores ``artifact`` with this playbook (arguments quoted for a POSIX shell)."""
+    """The exact command that restores ``artifact`` with this playbook (arguments quoted for a POSIX shell).
+
+    It is given after ``down -v``, when the stack's volume holds only a new, empty or half-restored database that a
+    safety dump need not save: ``restore_unreachable=force`` lets it go on when that database does not answer.
+    """
     argv = ['ansible-playbook']
     if inventory:
         argv += ['-i', inventory]
     argv.append(playbook or DEFAULT_PLAYBOOK)
     if limit:
         argv += ['-l', limit]
-    argv += ['-e', 'restore_artifact=%s' % artifact, '-e', 'restore_confirm=true']
+    argv += ['-e', 'restore_artifact=%s' % artifact, '-e', 'restore_confirm=true', '-e', 'restore_unreachable=force']
     return ' '.join(shlex.quote(arg) for arg in argv)
 
 
@@ -126,8 +130,8 @@ def recovery_text(destroyed, safety_dump=None, artifact=None, inventory=None, pl
         return None
     if safety_dump:
         return ('the database before this restore is saved in the safety dump %s; to bring it back run: %s '
-                '(with the same variables as this run; in AWX relaunch the job template with restore_artifact=%s and '
-                'restore_confirm=true)' % (safety_dump, restore_command(safety_dump, inventory, playbook, limit), safety_dump))
+                '(with the same variables as this run; in AWX relaunch the job template with restore_artifact=%s, '
+                'restore_confirm=true and restore_unreachable=force)' % (safety_dump, restore_command(safety_dump, inventory, playbook, limit), safety_dump))
     if artifact:
         return ('no safety dump was taken (there was nothing to save); fix the cause and restore again with: %s '
                 '(with the same variables as this run)' % restore_command(artifact, inventory, playbook, limit))

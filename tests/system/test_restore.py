@@ -368,13 +368,14 @@ def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plai
     assert 'start the database' in msg and 'not ready' in msg, msg
     assert 'The database was already removed' in msg, msg
     command = recovery_command(msg)
+    assert command.endswith('-e restore_confirm=true -e restore_unreachable=force'), command
     safety = shlex.split(command)[shlex.split(command).index('-e') + 1].split('=', 1)[1]
     assert os.path.dirname(safety) == os.path.join(production.backup_dir, 'safety') and os.path.exists(safety)
     report = reports(production)[-1]
     assert report['status'] == 'failed' and report['safety_dump']['path'] == safety and command in report['recovery']
 
-    # An operator runs the command once the new, empty database is up (before that the restore would refuse, since no
-    # safety dump of it could be taken).
+    # Let the new, empty database finish its first start: the recovery run's safety check must not meet the entrypoint's
+    # temporary init server, whose dump would break off when it stops (that run would then stop safely and ask for a rerun).
     production.refresh()
     production.stack.wait_healthy()
     recovered = production.command(command)

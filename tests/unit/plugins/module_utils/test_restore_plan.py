@@ -81,7 +81,8 @@ def test_restore_command_is_exact_and_quoted():
     command = rp.restore_command('/b/safety/safety 1.sql', inventory='/etc/ansible/prod inv.yml', playbook='playbooks/restore.yml',
                                  limit='db-1')
     assert shlex.split(command) == ['ansible-playbook', '-i', '/etc/ansible/prod inv.yml', 'playbooks/restore.yml', '-l', 'db-1',
-                                    '-e', 'restore_artifact=/b/safety/safety 1.sql', '-e', 'restore_confirm=true']
+                                    '-e', 'restore_artifact=/b/safety/safety 1.sql', '-e', 'restore_confirm=true',
+                                    '-e', 'restore_unreachable=force']
 
 
 def test_recovery_names_the_safety_dump_and_its_command():

@@ -453,7 +453,7 @@ def test_a_corrupted_photo_is_reported_and_the_rest_are_indexed(ansible, endpoin
 def test_an_oversized_photo_is_downscaled_or_reported(ansible, endpoint, stack):
     from PIL import Image  # pylint: disable=import-outside-toplevel
     import io  # pylint: disable=import-outside-toplevel
-    image = Image.frombytes('RGB', (1340, 1340), os.urandom(1340 * 1340 * 3))
+    image = Image.frombytes('RGB', (1400, 1400), os.urandom(1400 * 1400 * 3))
     image.paste(endpoint_support.SKIN_RGB, (500, 500, 760, 760))
     out = io.BytesIO()
     image.save(out, format='PNG')

@@ -41,7 +41,8 @@ compose_cmd() {
 # Puts this checkout on the collection path as fleet_telemetry.dr, beside the collections the
 # `ansible` package bundles (amazon.aws, community.docker, ...), without installing anything.
 use_checkout_collection() {
-    local tree="$FLEET_DR_CACHE/collections-$(printf '%s' "$FLEET_DR_ROOT" | sha256sum | cut -c1-12)"
+    local tree
+    tree="$FLEET_DR_CACHE/collections-$(printf '%s' "$FLEET_DR_ROOT" | sha256sum | cut -c1-12)"
     mkdir -p "$tree/ansible_collections/fleet_telemetry"
     ln -sfn "$FLEET_DR_ROOT" "$tree/ansible_collections/fleet_telemetry/dr"
     local bundled

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -323,3 +325,24 @@ def test_no_secret_in_the_vvvv_output_or_the_reports(site, wrong_key_drill):  # 
             text = fileobj.read()
         assert [form for form in forms if form in text] == [], name
     assert site.scratch_leftovers() == NOTHING_LEFT
+
+
+def test_the_leftovers_of_a_killed_drill_are_removed_by_the_next_one(site, wrong_key_drill):  # pylint: disable=unused-argument
+    """SIGKILL of ansible-playbook once the scratch container exists: no always section ran; the next drill cleans up."""
+    argv = [site.ansible.playbook, '-i', site.ansible.inventory, DRILL, '-e', '@' + site.vars_file('killed.json')]
+    proc = subprocess.Popen(argv, cwd=site.ansible.workdir, env=site.ansible.env(site.stack.env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not site.scratch_leftovers()['containers']:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    left = site.scratch_leftovers()
+    assert left['containers'] and left['directory'], 'the drill was not killed while its scratch stack existed: %s' % left
+    drill = _drill(site)
+    assert drill.rc == 0, drill.output[-6000:]
+    assert 'removed the leftovers of an earlier drill' in drill.output
+    assert drill.leftovers == NOTHING_LEFT
+    assert drill.after == drill.before

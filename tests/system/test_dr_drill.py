@@ -11,6 +11,7 @@ and counts) and nothing of its scratch project behind: no container, volume, net
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -346,3 +347,41 @@ def test_the_leftovers_of_a_killed_drill_are_removed_by_the_next_one(site, wrong
     assert 'removed the leftovers of an earlier drill' in drill.output
     assert drill.leftovers == NOTHING_LEFT
     assert drill.after == drill.before
+
+
+def _corrupt_photo_with_a_valid_checksum(path):
+    """Flip one bit of the first photo's ciphertext in a plain dump, then make size and sha256 of the manifest match.
+
+    The checksum can no longer catch it and the row counts are unchanged: only decrypting the photo (AES-GCM's tag) can.
+    """
+    with open(path, 'rb') as fileobj:
+        dump = bytearray(fileobj.read())
+    copy = dump.index(b'\nCOPY public.photo ')
+    row = dump.index(b'\n', copy + 1) + 1
+    data = dump.index(b'\\\\x', row) + 3 + 64
+    dump[data] = ord('0') if dump[data] != ord('0') else ord('1')
+    with open(path, 'wb') as fileobj:
+        fileobj.write(dump)
+    with open(path + '.manifest.json') as fileobj:
+        manifest = json.load(fileobj)
+    manifest.update(size=len(dump), sha256=hashlib.sha256(dump).hexdigest())
+    with open(path + '.manifest.json', 'w') as fileobj:
+        json.dump(manifest, fileobj)
+
+
+def test_a_photo_damaged_behind_a_valid_checksum_fails_the_drill(site, wrong_key_drill):  # pylint: disable=unused-argument
+    plain_dir = os.path.join(site.base, 'plain')
+    os.makedirs(plain_dir, 0o700)
+    proc = site.playbook(BACKUP, 'plain.json', fleet_dr_backup_dir=plain_dir, backup_compression='none')
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    artifact = os.path.join(plain_dir, sorted(name for name in os.listdir(plain_dir) if name.endswith('.sql'))[-1])
+    _corrupt_photo_with_a_valid_checksum(artifact)
+    drill = _drill(site, dr_drill_artifact=artifact)
+    assert drill.rc != 0
+    document, dummy, junit = _load(drill)
+    assert document['status'] == 'failed' and document['failed_step'] == 'restore and verify'
+    assert document['error_code'] in ('photo_corrupt', 'verify_failed'), document
+    failed = [case.get('name') for case in junit.find('testsuite').findall('testcase') if case.find('failure') is not None]
+    assert failed == ['restore and verify']
+    assert drill.after == drill.before
+    assert drill.leftovers == NOTHING_LEFT

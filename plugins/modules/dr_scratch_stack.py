@@ -9,8 +9,8 @@ module: dr_scratch_stack
 short_description: Plan, write and remove the scratch compose stack of a DR drill beside production
 version_added: 0.1.0
 description:
-  - With O(state=present), writes the compose file of a scratch stack into C(<work_dir>/<project name>/docker-compose.yml):
-    one C(db) service with the image of production's db container, its own named volume, container name and port on
+  - With O(state=present), writes the compose file of a scratch stack into C(<work_dir>/<project name>/docker-compose.yml),
+    with one C(db) service with the image of production's db container, its own named volume, container name and port on
     127.0.0.1, and C(POSTGRES_PASSWORD) taken from the environment of the compose command. Start it with
     M(fleet_telemetry.dr.compose_project), passing the scratch password in its O(fleet_telemetry.dr.compose_project#module:env).
   - Production's compose file is not reused (its fixed C(container_name) and published port would collide). Production's

@@ -57,24 +57,26 @@ _ERROR_PATTERNS = (
      'database {database} does not exist on the server: check the database option (db_name)'),
     (r'No space left on device', 'disk_full',
      'no space left on the device while writing: free space or choose another destination'),
-    (r'Cannot connect to the Docker daemon|docker\.sock.*(connect|permission denied)', 'no_docker',
+    (r'Cannot connect to the Docker daemon|Couldn.t connect to Docker daemon|Error while fetching server API version|'
+     r'docker\.sock.*(connect|permission denied)', 'no_docker',
      'the Docker daemon does not answer: start dockerd (or the docker service) and check access to /var/run/docker.sock'),
     (r'No such container|is not running|container .* is restarting', 'container_down',
      'the database container is not running: start it (docker compose up -d {service}, or docker-compose up -d {service})'),
     (r'could not connect to server|connection to server .* failed|Connection refused|the database system is (starting up|shutting down)|'
      r'server closed the connection unexpectedly',
-     'db_down', 'PostgreSQL is not reachable or not ready: check that the database is up and the host/port options'),
+     'db_down', 'PostgreSQL at {where} is not reachable or not ready: check that the database is up and the host/port options'),
     (r'server version mismatch|aborting because of server version mismatch', 'version_mismatch',
      'the pg_dump client is older than the server: use the compose transport or install a matching postgresql-client'),
 )
 
 
-def classify_error(stderr, user=None, database=None, service=None):
+def classify_error(stderr, user=None, database=None, service=None, where=None):
     """Return ``(code, sentence)`` for a client tool's stderr, or ``('error', <last line>)``."""
     text = stderr or ''
     for pattern, code, sentence in _ERROR_PATTERNS:
         if re.search(pattern, text):
-            return code, sentence.format(user=user or '(default)', database=database or '(default)', service=service or 'db')
+            return code, sentence.format(user=user or '(default)', database=database or '(default)', service=service or 'db',
+                                         where=where or 'the given address')
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return 'error', lines[-1] if lines else 'the command failed without a message'
 
@@ -101,6 +103,12 @@ class Connection(object):
         self.bin_dir = bin_dir
         self.connect_timeout = connect_timeout
         self.container = None
+
+    def where(self):
+        """Where the server is, in words: ``host:port`` (direct) or the compose service."""
+        if self.transport == 'compose':
+            return 'service %s of the compose project in %s' % (self.service, self.project_src)
+        return '%s:%s' % (self.host or 'the local socket', self.port or 5432)
 
     def describe(self):
         """A secret-free description for results and manifests."""
@@ -221,7 +229,7 @@ def client_argv(conn, tool, args, runner=run, database=None, stdin=False):
 
 def fail_from_stderr(conn, rc, stderr, argv, what):
     """Build the TransportError for a failed client command."""
-    code, sentence = classify_error(stderr, conn.user, conn.database, conn.service)
+    code, sentence = classify_error(stderr, conn.user, conn.database, conn.service, where=conn.where())
     if code == 'error':
         sentence = '%s failed (rc=%s): %s' % (what, rc, sentence)
     return TransportError(sentence, code=code, rc=rc, stderr=(stderr or '').strip()[-4000:], cmd=argv)

@@ -87,7 +87,9 @@ Faults and counters for tests
     request gets ``throttle_error``: ProvisionedThroughputExceededException ("Provisioned Rate
     exceeded.", HTTP 400, the default) or ThrottlingException (HTTP 400); botocore retries both.
     ``latency_ms`` is added to every Rekognition request, throttled ones included.
-    Counters: requests, succeeded and throttled per operation, errors per code.
+    Counters: requests, succeeded and throttled per operation, errors per code, and per operation
+    the wall-clock time (``time.time()``) of the first and of the last success (``first_success``,
+    ``last_success``), from which a benchmark reads the rate the endpoint really served.
 
 Control API (no authentication)
     ``GET /_state`` returns ``{"config": {...}, "stats": {...}, "collections": {id: {"FaceCount": n}}}``.
@@ -551,6 +553,8 @@ def _new_stats():
         "succeeded": collections.Counter(),
         "throttled": collections.Counter(),
         "errors": collections.Counter(),
+        "first_success": {},
+        "last_success": {},
     }
 
 
@@ -643,8 +647,11 @@ class RekognitionBackend:
             # A bug here must reach the client as AWS's own 500, not as a dropped connection.
             traceback.print_exc()
             return self._error(ServiceError("InternalServerError", "Internal server error", status=500))
+        now = time.time()
         with self._lock:
             self._stats["succeeded"][operation] += 1
+            self._stats["first_success"].setdefault(operation, now)
+            self._stats["last_success"][operation] = now
         return 200, result
 
     def _error(self, error):

@@ -469,13 +469,19 @@ class CmdlineScanner(object):
 
     ``leaks`` collects the command lines that contain one of ``needles``; ``seen`` the command lines
     that contain every word of ``watch`` (proof that the scan overlapped the process of interest).
+    With ``files_dir``, every file in that directory is read on each scan too: ``files_seen`` holds
+    their names, ``file_leaks`` the names of those that contained a needle (async job files exist
+    only while the job runs, so they must be read then).
     """
 
-    def __init__(self, needles, watch):
+    def __init__(self, needles, watch, files_dir=None):
         self.needles = [needle.encode('utf-8') for needle in needles]
         self.watch = [word.encode('utf-8') for word in watch]
+        self.files_dir = files_dir
         self.leaks = []
         self.seen = []
+        self.files_seen = set()
+        self.file_leaks = set()
         self.scans = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -493,7 +499,20 @@ class CmdlineScanner(object):
                 self.leaks.append(cmdline.replace(b'\0', b' ').decode('utf-8', 'replace'))
             if all(word in cmdline for word in self.watch):
                 self.seen.append(cmdline.replace(b'\0', b' ').decode('utf-8', 'replace'))
+        if self.files_dir and os.path.isdir(self.files_dir):
+            self._scan_files()
         self.scans += 1
+
+    def _scan_files(self):
+        for name in os.listdir(self.files_dir):
+            try:
+                with open(os.path.join(self.files_dir, name), 'rb') as fileobj:
+                    content = fileobj.read()
+            except OSError:
+                continue
+            self.files_seen.add(name)
+            if any(needle in content for needle in self.needles):
+                self.file_leaks.add(name)
 
     def _loop(self):
         while not self._stop.is_set():
@@ -527,7 +546,7 @@ def verbose_secret_run(stack, ansible, tmp_path_factory, request):
     forms = secret_forms(stack.password, stack.key)
     started = time.time()
     # The environment of the run carries no secret: they come from the vars file only.
-    with CmdlineScanner(forms, ['pg_dump', '--snapshot', str(stack.port)]) as scanner:
+    with CmdlineScanner(forms, ['pg_dump', '--snapshot', str(stack.port)], files_dir=ASYNC_DIR) as scanner:
         proc = ansible.run_playbook(os.path.join(REPO_ROOT, 'playbooks', 'backup.yml'), ['-vvvv', '-e', '@' + vars_file])
     os.unlink(vars_file)
     output = proc.stdout + proc.stderr

@@ -23,7 +23,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import boto3
@@ -154,6 +153,7 @@ class Ansible(object):
         import ansible  # pylint: disable=import-outside-toplevel
         site = os.path.dirname(os.path.dirname(os.path.realpath(ansible.__file__)))
         self.collections_path = os.pathsep.join([tree, site])
+        self.async_dir = os.path.join(workdir, 'async')
         self.inventory = os.path.join(workdir, 'inventory.json')
         with open(self.inventory, 'w') as fileobj:
             json.dump({'all': {'children': {'telemetry_db': {'hosts': {HOST: {
@@ -165,7 +165,8 @@ class Ansible(object):
     def env(self, json_output=True, aws_env=True):
         env = self.stack.env
         env.update(ANSIBLE_COLLECTIONS_PATH=self.collections_path, ANSIBLE_NOCOLOR='1', ANSIBLE_RETRY_FILES_ENABLED='False',
-                   ANSIBLE_DEPRECATION_WARNINGS='False', ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'tmp'))
+                   ANSIBLE_DEPRECATION_WARNINGS='False', ANSIBLE_LOCAL_TEMP=os.path.join(self.workdir, 'tmp'),
+                   ANSIBLE_ASYNC_DIR=self.async_dir)
         for name in [key for key in env if key.startswith('AWS_')]:
             del env[name]
         if aws_env:
@@ -195,13 +196,14 @@ class Ansible(object):
             raise AssertionError('no JSON from ansible:\n%s\n%s' % (out[-3000:], err[-3000:])) from None
         return doc['plays'][0]['tasks'][0]['hosts'][HOST]
 
-    def run_playbook(self, extra_vars, extra_args=(), json_output=True):
+    def run_playbook(self, extra_vars, extra_args=(), json_output=True, before=()):
+        """ansible-playbook [before...] playbooks/rekognition_reindex.yml, the variables in a 0600 file."""
         path = os.path.join(self.workdir, 'vars-%s.json' % os.urandom(4).hex())
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as fileobj:
             json.dump(extra_vars, fileobj)
         try:
-            return run([self.playbook, '-i', self.inventory, PLAYBOOK, '-e', '@' + path] + list(extra_args), cwd=self.workdir,
-                       env=self.env(json_output=json_output, aws_env=False))
+            return run([self.playbook, '-i', self.inventory] + list(before) + [PLAYBOOK, '-e', '@' + path] + list(extra_args),
+                       cwd=self.workdir, env=self.env(json_output=json_output, aws_env=False))
         finally:
             os.unlink(path)
 
@@ -270,14 +272,19 @@ def endpoint(endpoint_server):
     return endpoint_server.endpoint_url
 
 
-@pytest.fixture(scope='module')
-def expected_faces(stack):
-    """``{ExternalImageId: sorted bounding boxes}`` of every face-bearing photo, by the endpoint's own rule."""
+def faces_of_photos(stack):
+    """``{ExternalImageId: sorted bounding boxes}`` of every face-bearing photo of the stack, by the endpoint's own rule."""
     expected = {}
     for dummy, external_id, ciphertext in stack.photos():
         faces = endpoint_support.detect_faces(photo_crypto.decrypt(stack.key, ciphertext))
         if faces:
             expected[external_id] = sorted(tuple(sorted(face.bounding_box.items())) for face in faces)
+    return expected
+
+
+@pytest.fixture(scope='module')
+def expected_faces(stack):
+    expected = faces_of_photos(stack)
     assert 5 <= len(expected) < len(stack.photos()), 'the tiny seed should give photos with and without faces'
     return expected
 
@@ -366,6 +373,7 @@ def test_playbook_rebuilds_a_deleted_collection_and_a_rerun_changes_nothing(stac
     assert stored and stored <= new_ids and not stored & stale
     assert result['face_id_update']['rows_updated'] == len(stored)
     assert set(mapping['face_ids']) == set(expected_faces)
+    assert not os.listdir(ansible.async_dir), 'the finished job left its status file behind'
 
     before = endpoint_support.fetch_state(endpoint)
     proc = ansible.run_playbook(variables)
@@ -453,7 +461,7 @@ def test_a_corrupted_photo_is_reported_and_the_rest_are_indexed(ansible, endpoin
 def test_an_oversized_photo_is_downscaled_or_reported(ansible, endpoint, stack):
     from PIL import Image  # pylint: disable=import-outside-toplevel
     import io  # pylint: disable=import-outside-toplevel
-    image = Image.frombytes('RGB', (1340, 1340), os.urandom(1340 * 1340 * 3))
+    image = Image.frombytes('RGB', (1400, 1400), os.urandom(1400 * 1400 * 3))
     image.paste(endpoint_support.SKIN_RGB, (500, 500, 760, 760))
     out = io.BytesIO()
     image.save(out, format='PNG')
@@ -484,8 +492,26 @@ def test_no_secret_appears_at_vvvv(ansible, endpoint, stack, tmp_path):
     bad = ansible.run_playbook(dict(variables, fleet_dr_encryption_key=os.urandom(32).hex()), ['-vvvv'], json_output=False)
     assert bad.returncode != 0 and 'nothing was sent to Rekognition' in bad.stdout
     secrets = {'AWS secret key': AWS_SECRET_KEY, 'ENCRYPTION_KEY': stack.key_hex, 'database password': stack.password}
-    for proc in (good, bad):
-        output = proc.stdout + proc.stderr
+    job_files = [os.path.join(ansible.async_dir, name) for name in os.listdir(ansible.async_dir)]
+    assert job_files, 'the failed job should leave its status file for the operator'
+    outputs = [proc.stdout + proc.stderr for proc in (good, bad)]
+    for path in job_files:
+        with open(path) as fileobj:
+            outputs.append(fileobj.read())
+    for output in outputs:
         for name, secret in secrets.items():
-            assert secret not in output, '%s appears in the -vvvv output' % name
+            assert secret not in output, '%s appears in the -vvvv output or an async job file' % name
     assert 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' in good.stdout
+
+
+def test_chained_after_a_play_that_failed_the_host_it_does_not_run(ansible, endpoint, tmp_path):
+    """The opt-in step after a restore: ``ansible-playbook restore.yml rekognition_reindex.yml``. Here a
+    stand-in first playbook fails the host the way a failed restore does; the re-indexing must not start."""
+    failing = tmp_path / 'failed_restore.yml'
+    failing.write_text('- name: Stand-in for a restore that fails\n  hosts: telemetry_db\n  gather_facts: false\n  tasks:\n'
+                       '    - name: Fail as a restore whose verification failed\n      ansible.builtin.fail:\n'
+                       '        msg: restore verification failed\n')
+    proc = ansible.run_playbook(ansible.playbook_vars(endpoint, str(tmp_path / 'state')), before=[str(failing)])
+    assert proc.returncode != 0
+    assert 'Fail as a restore' in proc.stdout and 'Re-index the photos' not in proc.stdout
+    assert stats(endpoint)['requests_total'] == 0 and not os.path.exists(str(tmp_path / 'state'))

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
+
+import pytest
 
 
 DB_NAME = 'telemetry_db'
@@ -132,3 +135,43 @@ def test_stopped_container(stack, ansible, backup_dir, compose_backup_args):
     assert result['error_code'] == 'container_down', result
     assert 'not running' in result['msg'] and 'up -d db' in result['msg'], result['msg']
     assert backup_entries(backup_dir) == []
+
+
+def test_no_docker_daemon_is_no_docker(stack, ansible, backup_dir, compose_backup_args):
+    """The compose transport with no Docker daemon behind DOCKER_HOST: no_docker, saying how to start one."""
+    env = dict(stack.env, DOCKER_HOST='unix:///nonexistent/fdr-docker.sock')
+    rc, result, dummy = ansible.module(compose_backup_args(stack, backup_dir), env=env)
+    failed(rc, result)
+    assert result['error_code'] == 'no_docker', result
+    assert 'docker' in result['msg'].lower(), result['msg']
+    assert backup_entries(backup_dir) == []
+
+
+def test_nothing_listening_is_db_down(stack, ansible, backup_dir):
+    """transport=direct to a loopback port nobody listens on: db_down, naming where it tried."""
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    args = {'transport': 'direct', 'db_host': '127.0.0.1', 'db_port': port, 'db_password': stack.password, 'backup_dir': backup_dir}
+    rc, result, output = ansible.module(args)
+    failed(rc, result)
+    assert result['error_code'] == 'db_down', result
+    assert str(port) in result['msg'], result['msg']
+    assert stack.password not in output
+    assert backup_entries(backup_dir) == []
+
+
+def test_read_only_destination_is_refused(stack, ansible, compose_backup_args, tmp_path, request):
+    """A backup directory on a read-only file system (root's permission bits cannot help): refused before the dump."""
+    mountpoint = str(tmp_path / 'ro')
+    os.makedirs(mountpoint)
+    proc = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=2m,ro', 'tmpfs', mountpoint], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, check=False, timeout=60)
+    if proc.returncode != 0:
+        pytest.skip('cannot mount a read-only tmpfs here: %s' % proc.stderr.strip())
+    request.addfinalizer(lambda: subprocess.run(['umount', mountpoint], check=False, timeout=60))
+    rc, result, dummy = ansible.module(compose_backup_args(stack, mountpoint), env=stack.env)
+    failed(rc, result)
+    assert 'not writable' in result['msg'] and mountpoint in result['msg'], result['msg']
+    assert 'stream' not in result and 'sha256' not in result
+    assert os.listdir(mountpoint) == []

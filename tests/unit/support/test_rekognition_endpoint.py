@@ -489,10 +489,24 @@ def test_latency(endpoint, client):
     started = time.monotonic()
     client.list_collections()
     assert time.monotonic() - started >= 0.15
-    endpoint.configure(latency_ms=None)
-    started = time.monotonic()
+    assert endpoint.configure(latency_ms=None)["latency_ms"] == 0.0
+
+
+def test_first_and_last_success_are_timed_per_operation(endpoint, client):
+    endpoint.configure(tps=1, burst=2, throttle_operations=["ListCollections"])
+    before = time.time()
     client.list_collections()
-    assert time.monotonic() - started < 0.15
+    client.list_collections()
+    with pytest.raises(client.exceptions.ProvisionedThroughputExceededException):
+        client.list_collections()
+    client.create_collection(CollectionId="timed")
+    after = time.time()
+    stats = endpoint.state()["stats"]
+    assert before <= stats["first_success"]["ListCollections"] <= stats["last_success"]["ListCollections"]
+    assert stats["last_success"]["ListCollections"] <= stats["first_success"]["CreateCollection"] <= after
+    assert set(stats["first_success"]) == set(stats["last_success"]) == {"ListCollections", "CreateCollection"}
+    endpoint.reset(stats_only=True)
+    assert endpoint.state()["stats"]["first_success"] == {}
 
 
 def test_control_api_over_http(endpoint, client, collection):

@@ -20,6 +20,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto i
     ('FATAL:  role "bob" does not exist', 'no_role'),
     ('connection to server at "127.0.0.1", port 1 failed: Connection refused', 'db_down'),
     ('Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?', 'no_docker'),
+    ("docker.errors.DockerException: Error while fetching server API version: ('Connection aborted.', FileNotFoundError(2))", 'no_docker'),
+    ("Couldn't connect to Docker daemon at http+docker://localhost - is it running?", 'no_docker'),
     ('Error response from daemon: Container abc is not running', 'container_down'),
     ('pg_dump: error: could not write to output file: No space left on device', 'disk_full'),
     ('something else entirely\nlast line', 'error'),
@@ -34,6 +36,13 @@ def test_classify_error_names_the_option():
     assert 'db_password' in _transport.classify_error('password authentication failed')[1]
     assert 'db_name' in _transport.classify_error('database "x" does not exist', database='x')[1]
     assert _transport.classify_error('boom\nlast line')[1] == 'last line'
+
+
+def test_db_down_names_where_it_tried():
+    conn = _transport.Connection(transport='direct', host='10.0.0.9', port=6543, user='u', database='d')
+    error = _transport.fail_from_stderr(conn, 2, 'connection to server at "10.0.0.9", port 6543 failed: Connection refused', ['pg_dump'], 'pg_dump')
+    assert error.code == 'db_down'
+    assert '10.0.0.9:6543' in str(error)
 
 
 def test_direct_client_argv_has_no_password():

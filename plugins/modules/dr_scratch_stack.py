@@ -197,6 +197,8 @@ left:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _drill
@@ -241,6 +243,9 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if module.params['port'] < 0 or module.params['port'] > 65535:
         module.fail_json(msg='port must be between 0 (pick a free one) and 65535', error_code='bad_option', changed=False)
+    if not os.path.isdir(module.params['production_project_src'] or ''):
+        module.fail_json(msg='production_project_src %s is not a directory: set it (fleet_dr_project_src) to production\'s compose project'
+                         % module.params['production_project_src'], error_code='bad_option', changed=False)
     try:
         result = run(module.params, module.check_mode)
     except ComposeError as exc:

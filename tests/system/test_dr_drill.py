@@ -23,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import REPO_ROOT, _stack, run, secret_forms
+from conftest import REPO_ROOT, CmdlineScanner, _stack, run, secret_forms
 
 DRILL = os.path.join(REPO_ROOT, 'playbooks', 'dr_drill.yml')
 BACKUP = os.path.join(REPO_ROOT, 'playbooks', 'backup.yml')
@@ -311,11 +311,16 @@ class ScratchPasswordWatcher(object):
 
 def test_no_secret_in_the_vvvv_output_or_the_reports(site, wrong_key_drill):  # pylint: disable=unused-argument
     known = set(os.listdir(site.report_dir))
+    # Every process's argv while the drill runs: neither secret, and no POSTGRES_PASSWORD=<value> (the scratch password).
+    needles = secret_forms(site.stack.password, site.stack.key) + ['POSTGRES_PASSWORD=']
     with ScratchPasswordWatcher(site.scratch_project + '_db') as watcher:
-        proc = site.playbook(DRILL, args=['-vvvv'])
+        with CmdlineScanner(needles, ['docker', 'exec', 'psql', 'ON_ERROR_STOP=1']) as scanner:
+            proc = site.playbook(DRILL, args=['-vvvv'])
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert watcher.password, 'the scratch container was never seen: the scan proves nothing'
+    assert scanner.seen, 'the argv scan never saw the restore running (%d scans)' % scanner.scans
+    assert scanner.leaks == []
     forms = secret_forms(site.stack.password, site.stack.key) + [watcher.password]
     assert len(output) > 10000
     assert [form for form in forms if form in output] == []

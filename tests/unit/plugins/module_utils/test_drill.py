@@ -330,3 +330,8 @@ def test_module_without_production_container_needs_an_image(tmp_path, monkeypatc
 def test_module_rejects_a_bad_port(tmp_path):
     outcome, result = run_main(dr_scratch_stack.main, _module_args(tmp_path, port=70000))
     assert outcome == 'fail' and result['error_code'] == 'bad_option'
+
+
+def test_module_needs_the_production_directory(tmp_path):
+    outcome, result = run_main(dr_scratch_stack.main, {'production_project_src': str(tmp_path / 'missing'), 'work_dir': str(tmp_path)})
+    assert outcome == 'fail' and result['error_code'] == 'bad_option' and 'fleet_dr_project_src' in result['msg']

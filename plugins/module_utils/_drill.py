@@ -307,6 +307,9 @@ def run_present(cmds, stack, check_mode=False):
 
 def run_absent(cmds, stack, check_mode=False):
     """Remove whatever of the scratch project is left (ours only) and its directory; prove nothing is left."""
+    if stack['project_name'] == stack['production_project']:
+        raise DrillError('the scratch project name %s is production\'s: nothing was removed; choose another dr_drill_project_name'
+                         % stack['project_name'], code='not_isolated')
     found = find_scratch(cmds, stack['project_name'])
     result = dict(stack, changed=False, removed=names(found), left=[])
     if not is_empty(found):

@@ -335,3 +335,12 @@ def test_module_rejects_a_bad_port(tmp_path):
 def test_module_needs_the_production_directory(tmp_path):
     outcome, result = run_main(dr_scratch_stack.main, {'production_project_src': str(tmp_path / 'missing'), 'work_dir': str(tmp_path)})
     assert outcome == 'fail' and result['error_code'] == 'bad_option' and 'fleet_dr_project_src' in result['msg']
+
+
+def test_absent_with_production_s_name_removes_nothing(tmp_path):
+    fake = FakeDocker()
+    fake.add('container', 'challenge_db_postgres', PROD)
+    plan = dr.plan(PROD, PROD, str(tmp_path / 'work'), 0, None, 'challengeuser', 'telemetry_db')
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_absent(dr.scratch_commands(plan, fake), plan)
+    assert err.value.code == 'not_isolated' and fake.calls == [] and len(fake.objects) == 1

@@ -28,6 +28,7 @@ remove_scratch_stacks() {
     ids=$(docker volume ls -q --filter "label=$SCRATCH_LABEL")
     [ -z "$ids" ] || xargs docker volume rm -f <<<"$ids" >/dev/null
     rm -rf "${DRILL_WORK_DIR:?}/${DEMO_PROJECT}_drill"
+    [ ! -d "$DRILL_WORK_DIR" ] || rmdir --ignore-fail-on-non-empty "$DRILL_WORK_DIR"
 }
 
 if [ "${1:-up}" = down ]; then

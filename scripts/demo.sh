@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the demo stack: set everything up, bring up examples/telemetry_app with seeded data,
-# and take a verified backup of it with playbooks/backup.yml.
-#   bash scripts/demo.sh          set up, start and seed the demo stack (idempotent)
-#   bash scripts/demo.sh down     remove the demo's containers, network and volume
+# take a verified backup of it with playbooks/backup.yml, and prove that backup with a DR drill
+# (playbooks/dr_drill.yml: restore into a scratch stack beside the demo, verify, report, tear down).
+#   bash scripts/demo.sh          set up, start and seed the demo stack, back it up, drill the backup
+#   bash scripts/demo.sh down     remove the demo's containers, network and volume (and any scratch stack of a drill)
 # Settings: DEMO_SIZE (seeder preset, default small), DEMO_PROJECT (compose project, default fleetdemo).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -14,9 +15,26 @@ DEMO_SIZE=${DEMO_SIZE:-small}
 
 compose() { (cd "$APP_DIR" && $(compose_cmd) -p "$DEMO_PROJECT" "$@"); }
 
+DRILL_WORK_DIR=${DRILL_WORK_DIR:-/var/tmp/fleet-dr-drill}
+SCRATCH_LABEL="fleet_telemetry.dr.scratch_of=$DEMO_PROJECT"
+
+# A drill removes its scratch stack itself, also when it fails; this is for one that was killed.
+remove_scratch_stacks() {
+    local ids
+    ids=$(docker ps -aq --filter "label=$SCRATCH_LABEL")
+    [ -z "$ids" ] || xargs docker rm -f -v <<<"$ids" >/dev/null
+    ids=$(docker network ls -q --filter "label=$SCRATCH_LABEL")
+    [ -z "$ids" ] || xargs docker network rm <<<"$ids" >/dev/null
+    ids=$(docker volume ls -q --filter "label=$SCRATCH_LABEL")
+    [ -z "$ids" ] || xargs docker volume rm -f <<<"$ids" >/dev/null
+    rm -rf "${DRILL_WORK_DIR:?}/${DEMO_PROJECT}_drill"
+    [ ! -d "$DRILL_WORK_DIR" ] || rmdir --ignore-fail-on-non-empty "$DRILL_WORK_DIR"
+}
+
 if [ "${1:-up}" = down ]; then
     compose down -v --remove-orphans
-    log "demo stack $DEMO_PROJECT removed (containers, network, volume); backups stay in ${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}"
+    remove_scratch_stacks
+    log "demo stack $DEMO_PROJECT removed (containers, network, volume, drill scratch stacks); backups stay in ${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}"
     exit 0
 fi
 
@@ -61,3 +79,14 @@ use_checkout_collection
 export DEMO_PROJECT DEMO_BACKUP_DIR=${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}
 ansible-playbook -i "$FLEET_DR_ROOT/examples/inventory.yml" "$FLEET_DR_ROOT/playbooks/backup.yml"
 log "backups of the demo are in $DEMO_BACKUP_DIR"
+
+manifest=$(find "$DEMO_BACKUP_DIR" -maxdepth 1 -name 'backup_*.manifest.json' | LC_ALL=C sort | tail -n 1)
+[ -n "$manifest" ] || die "no backup manifest in $DEMO_BACKUP_DIR after the backup"
+artifact=${manifest%.manifest.json}
+log "drilling $artifact with playbooks/dr_drill.yml (scratch stack ${DEMO_PROJECT}_drill beside the demo)"
+drill_rc=0
+ansible-playbook -i "$FLEET_DR_ROOT/examples/inventory.yml" "$FLEET_DR_ROOT/playbooks/dr_drill.yml" \
+    -e "dr_drill_artifact=$artifact" -e "dr_drill_work_dir=$DRILL_WORK_DIR" || drill_rc=$?
+report=$(find "$DEMO_BACKUP_DIR/drill-reports" -maxdepth 1 -name 'drill_*.md' 2>/dev/null | LC_ALL=C sort | tail -n 1)
+[ "$drill_rc" = 0 ] || die "the DR drill failed (ansible-playbook exit $drill_rc); report: ${report:-none written}"
+log "DR drill passed; report: $report (also .json and .xml beside it; history $DEMO_BACKUP_DIR/drill-reports/drill_history.jsonl)"

@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-from unittest import mock
 
 import pytest
 
-from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
-
 from ansible_collections.fleet_telemetry.dr.plugins.modules import dr_report
-
-
-class ModuleDone(Exception):
-    """exit_json or fail_json was called; ``args`` is ``(outcome, result)``."""
-
-
-@pytest.fixture(autouse=True)
-def module_exits():
-    def done(outcome):
-        def call(self, **kwargs):
-            raise ModuleDone(outcome, kwargs)
-        return call
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=done('exit'), fail_json=done('fail')):
-        yield
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
 
 
 def _run(args, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args):
-        with pytest.raises(ModuleDone) as done:
-            dr_report.main()
-    return done.value.args
+    return run_main(dr_report.main, args, check_mode)
 
 
 def _args(tmp_path, **extra):

@@ -1,0 +1,429 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""DR drills: the scratch compose stack beside production, its teardown, and the drill's report data.
+
+Internal to the fleet_telemetry.dr collection: not a public API, it may change without notice.
+
+A drill restores a backup into a scratch stack that shares nothing with production. Production's compose
+file cannot be reused for it (it has a fixed ``container_name`` and a fixed published port), so a small
+compose file is generated instead: one ``db`` service with production's image, its own named volume,
+container name and loopback port, and ``POSTGRES_PASSWORD`` read from the environment of the compose
+command (``${POSTGRES_PASSWORD:-}``), never from the file or argv. The default is empty, not an error,
+so that commands that only read the project (``ps``, ``down``) work without the secret; ``up`` without
+it creates no database (the entrypoint refuses to initialise a cluster without a password). Everything the scratch project
+creates carries the label ``fleet_telemetry.dr.scratch_of=<production project>``, so leftovers of a
+drill that was killed can be found and removed by what they are, not by a guess at their names.
+
+Production is only read: ``docker ps``/``docker inspect`` of its db container (for the image and to
+prove the scratch names differ from its names). Nothing here runs a command against it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import socket
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import (
+    ComposeError,
+    Commands,
+    ComposeProject,
+    effective_project_name,
+    list_containers,
+    list_labelled,
+    normalize_project_name,
+)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import write_if_changed
+
+SCRATCH_LABEL = 'fleet_telemetry.dr.scratch_of'
+COMPOSE_FILE = 'docker-compose.yml'
+SCRATCH_SUFFIX = '_drill'
+VOLUME = 'db_data'
+SERVICE = 'db'
+PGDATA = '/var/lib/postgresql/data/pgdata'
+DIRECTORY_MODE = 0o700
+
+# The drill's steps, in order: (mark that ends the step, name in the report).
+STEPS = (
+    ('selected', 'select the artifact'),
+    ('planned', 'plan the scratch stack'),
+    ('up', 'start the scratch stack'),
+    ('verified', 'restore and verify'),
+)
+TEARDOWN_STEP = 'tear down the scratch stack'
+
+
+class DrillError(ComposeError):
+    """A drill cannot go on; one sentence, a code (no_production, not_isolated, not_ours, teardown_failed, ...)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Production (read only)
+# --------------------------------------------------------------------------------------------
+
+def inspect_container(cmds, container_id):
+    """``docker inspect`` of one container: ``{id, name, image, project, volumes, ports}``."""
+    rc, out, err = cmds.docker(['inspect', '--format', '{{json .}}', container_id])
+    if rc != 0:
+        raise DrillError('docker inspect %s failed: %s' % (container_id, (err or '').strip()), code='compose_failed', rc=rc)
+    try:
+        info = json.loads(out)
+    except ValueError:
+        raise DrillError('docker inspect %s gave no JSON' % container_id, code='compose_failed') from None
+    return container_facts(info)
+
+
+def container_facts(info):
+    """The facts a drill needs from a ``docker inspect`` document (pure)."""
+    config = info.get('Config') or {}
+    labels = config.get('Labels') or {}
+    volumes = sorted(m.get('Name') for m in info.get('Mounts') or [] if m.get('Type') == 'volume' and m.get('Name'))
+    ports = set()
+    for bindings in ((info.get('HostConfig') or {}).get('PortBindings') or {}).values():
+        for binding in bindings or []:
+            if str(binding.get('HostPort') or '').isdigit():
+                ports.add(int(binding['HostPort']))
+    return {
+        'id': info.get('Id'),
+        'name': (info.get('Name') or '').lstrip('/'),
+        'image': config.get('Image'),
+        'project': labels.get('com.docker.compose.project'),
+        'volumes': volumes,
+        'ports': sorted(ports),
+    }
+
+
+def production_facts(cmds, project_name, service=SERVICE):
+    """Facts of production's db container, found by compose's labels (no compose command, so no interpolation of its file)."""
+    containers = [c for c in list_containers(cmds, project_name) if c['service'] == service]
+    if not containers:
+        return None
+    return inspect_container(cmds, containers[0]['id'])
+
+
+# --------------------------------------------------------------------------------------------
+# The scratch stack
+# --------------------------------------------------------------------------------------------
+
+def scratch_project_name(production_project, name=None):
+    """The scratch project's name: ``name`` (normalized as compose does), else ``<production>_drill``."""
+    return normalize_project_name(name) if name else normalize_project_name(production_project + SCRATCH_SUFFIX)
+
+
+def free_loopback_port():
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def plan(production_project, scratch_name, work_dir, port, image, db_user, db_name, production=None):
+    """The scratch stack (pure): names, port, image, where its compose file goes. ``port`` is already chosen."""
+    return {
+        'production_project': production_project,
+        'project_name': scratch_name,
+        'project_src': os.path.join(work_dir, scratch_name),
+        'compose_file': os.path.join(work_dir, scratch_name, COMPOSE_FILE),
+        'container_name': scratch_name + '_db',
+        'volume': scratch_name + '_' + VOLUME,
+        'network': scratch_name + '_default',
+        'port': port,
+        'image': image,
+        'db_user': db_user,
+        'db_name': db_name,
+        'service': SERVICE,
+        'label': '%s=%s' % (SCRATCH_LABEL, production_project),
+        'production': production,
+    }
+
+
+def isolation_problems(stack, production):
+    """Sentences naming every way the scratch stack would share something with production (empty when isolated)."""
+    problems = []
+    if stack['project_name'] == stack['production_project'] or (production and stack['project_name'] == production.get('project')):
+        problems.append('the scratch project name %s is production\'s: choose another dr_drill_project_name' % stack['project_name'])
+    if production:
+        if stack['container_name'] == production.get('name'):
+            problems.append('the scratch container name %s is production\'s: choose another dr_drill_project_name' % stack['container_name'])
+        if stack['volume'] in (production.get('volumes') or []):
+            problems.append('the scratch volume %s is production\'s: choose another dr_drill_project_name' % stack['volume'])
+        if stack['port'] in (production.get('ports') or []):
+            problems.append('port %s is published by production: choose another dr_drill_port (0 picks a free one)' % stack['port'])
+    return problems
+
+
+def compose_definition(stack):
+    """The scratch compose file as a dict: one db service, own volume, container name and loopback port, labelled."""
+    labels = {SCRATCH_LABEL: stack['production_project']}
+    return {
+        'version': '3.8',
+        'services': {
+            SERVICE: {
+                'image': stack['image'],
+                'container_name': stack['container_name'],
+                'environment': {
+                    'POSTGRES_USER': stack['db_user'],
+                    'POSTGRES_DB': stack['db_name'],
+                    'POSTGRES_PASSWORD': '${POSTGRES_PASSWORD:-}',
+                    'PGDATA': PGDATA,
+                },
+                'volumes': ['%s:/var/lib/postgresql/data' % VOLUME],
+                'ports': ['127.0.0.1:%d:5432' % stack['port']],
+                'stop_signal': 'SIGINT',
+                'labels': dict(labels),
+            },
+        },
+        'volumes': {VOLUME: {'labels': dict(labels)}},
+        'networks': {'default': {'labels': dict(labels)}},
+    }
+
+
+def render_compose(stack):
+    """The text of the scratch compose file (YAML: a comment, then the definition as JSON, which YAML reads as is)."""
+    header = ('# Scratch stack of a DR drill of compose project %s, written by fleet_telemetry.dr.dr_scratch_stack.\n'
+              '# Removed with its volume when the drill ends. POSTGRES_PASSWORD comes from the environment only.\n'
+              % stack['production_project'])
+    return header + json.dumps(compose_definition(stack), indent=2, sort_keys=True) + '\n'
+
+
+def write_compose_file(stack, check_mode=False):
+    """Create the scratch project's directory (0700) and write its compose file; return True when something changed."""
+    directory = stack['project_src']
+    created = not os.path.isdir(directory)
+    if created and not check_mode:
+        os.makedirs(directory, DIRECTORY_MODE)
+    if check_mode and created:
+        return True
+    return write_if_changed(stack['compose_file'], render_compose(stack).encode('utf-8'), check_mode) or created
+
+
+# --------------------------------------------------------------------------------------------
+# Leftovers and teardown
+# --------------------------------------------------------------------------------------------
+
+def find_scratch(cmds, project_name):
+    """Containers (names), volumes and networks of the compose project ``project_name``, each with whether it is ours."""
+    found = {'containers': [], 'volumes': [], 'networks': []}
+    for container in list_containers(cmds, project_name):
+        found['containers'].append({'name': container['name'], 'id': container['id']})
+    found['volumes'] = [{'name': name} for name in list_labelled(cmds, 'volume', project_name)]
+    found['networks'] = [{'name': name} for name in list_labelled(cmds, 'network', project_name)]
+    return found
+
+
+def labelled_as_scratch(cmds, kind, name, production_project):
+    """Whether the container, volume or network ``name`` carries our scratch label for ``production_project``."""
+    fmt = '{{index .Config.Labels "%s"}}' if kind == 'container' else '{{index .Labels "%s"}}'
+    rc, out, dummy = cmds.docker([kind, 'inspect', '--format', fmt % SCRATCH_LABEL, name])
+    return rc == 0 and out.strip() == production_project
+
+
+def foreign_objects(cmds, found, production_project):
+    """The names in ``found`` that are not labelled as a scratch stack of ``production_project``."""
+    foreign = []
+    for kind, key in (('container', 'containers'), ('volume', 'volumes'), ('network', 'networks')):
+        for item in found[key]:
+            if not labelled_as_scratch(cmds, kind, item['name'], production_project):
+                foreign.append('%s %s' % (kind, item['name']))
+    return foreign
+
+
+def is_empty(found):
+    return not (found['containers'] or found['volumes'] or found['networks'])
+
+
+def names(found):
+    return [item['name'] for key in ('containers', 'volumes', 'networks') for item in found[key]]
+
+
+def remove_found(cmds, found):
+    """``docker rm -f`` the containers, then ``docker network rm`` and ``docker volume rm``; return the failures (sentences)."""
+    failures = []
+    steps = [(['rm', '-f', '-v'], found['containers']), (['network', 'rm'], found['networks']), (['volume', 'rm', '-f'], found['volumes'])]
+    for args, items in steps:
+        for item in items:
+            rc, dummy, err = cmds.docker(args + [item.get('id') or item['name']])
+            if rc != 0 and 'No such' not in (err or ''):
+                failures.append('docker %s %s failed: %s' % (' '.join(args), item['name'], (err or '').strip().splitlines()[-1:] or rc))
+    return failures
+
+
+def remove_work_dir(stack):
+    """Remove the scratch project's directory (our compose file only); return True when it existed."""
+    directory = stack['project_src']
+    if not os.path.isdir(directory):
+        return False
+    shutil.rmtree(directory)
+    return True
+
+
+def commands(project_src, project_name, runner=None, environ=None):
+    """docker/compose commands of one compose project (``runner`` as ``_transport.run``, the default)."""
+    project = ComposeProject(project_src, project_name=project_name)
+    if runner is None:
+        return Commands(project, environ=environ)
+    return Commands(project, runner=runner, environ=environ)
+
+
+def scratch_commands(stack, runner=None, environ=None):
+    """Commands of the scratch project; only the docker CLI is used (its compose file may be gone already)."""
+    return commands(stack['project_src'], stack['project_name'], runner, environ)
+
+
+def production_project_name(project_src, project_name=None, environ=None):
+    """Production's compose project name as compose derives it (``project_name``, COMPOSE_PROJECT_NAME, ``.env``, directory)."""
+    return effective_project_name(ComposeProject(project_src, project_name=project_name), environ=environ)
+
+
+def run_present(cmds, stack, check_mode=False):
+    """Remove stale leftovers of an earlier drill (ours only), then write the compose file; return the result dict."""
+    problems = isolation_problems(stack, stack['production'])
+    if problems:
+        raise DrillError(problems[0], code='not_isolated')
+    found = find_scratch(cmds, stack['project_name'])
+    result = dict(stack, changed=False, stale_removed=[])
+    if not is_empty(found):
+        foreign = foreign_objects(cmds, found, stack['production_project'])
+        if foreign:
+            raise DrillError('compose project %s already exists and is not a scratch stack of %s (%s): choose another dr_drill_project_name'
+                             % (stack['project_name'], stack['production_project'], ', '.join(foreign)), code='not_ours')
+        result['stale_removed'] = names(found)
+        result['changed'] = True
+        if not check_mode:
+            failures = remove_found(cmds, found)
+            if failures:
+                raise DrillError('cannot remove the leftovers of an earlier drill: %s' % failures[0], code='teardown_failed')
+    result['changed'] = write_compose_file(stack, check_mode) or result['changed']
+    verb = 'would write' if check_mode else 'wrote'
+    result['msg'] = '%s the scratch stack %s (image %s, container %s, volume %s, 127.0.0.1:%s)%s' % (
+        verb, stack['compose_file'], stack['image'], stack['container_name'], stack['volume'], stack['port'],
+        '; removed the leftovers of an earlier drill: %s' % ', '.join(result['stale_removed']) if result['stale_removed'] else '')
+    return result
+
+
+def run_absent(cmds, stack, check_mode=False):
+    """Remove whatever of the scratch project is left (ours only) and its directory; prove nothing is left."""
+    if stack['project_name'] == stack['production_project']:
+        raise DrillError('the scratch project name %s is production\'s: nothing was removed; choose another dr_drill_project_name'
+                         % stack['project_name'], code='not_isolated')
+    found = find_scratch(cmds, stack['project_name'])
+    result = dict(stack, changed=False, removed=names(found), left=[])
+    if not is_empty(found):
+        foreign = foreign_objects(cmds, found, stack['production_project'])
+        if foreign:
+            raise DrillError('compose project %s holds %s, which are not a scratch stack of %s: nothing was removed; remove them by hand'
+                             % (stack['project_name'], ', '.join(foreign), stack['production_project']), code='not_ours')
+        result['changed'] = True
+        if not check_mode:
+            remove_found(cmds, found)
+    if os.path.isdir(stack['project_src']):
+        result['changed'] = True
+        if not check_mode:
+            remove_work_dir(stack)
+    if check_mode:
+        result['msg'] = ('would remove %s of the scratch project %s' % (', '.join(result['removed']) or 'its directory', stack['project_name'])
+                         if result['changed'] else 'nothing of the scratch project %s is left' % stack['project_name'])
+        return result
+    result['left'] = names(find_scratch(cmds, stack['project_name']))
+    if result['left']:
+        raise DrillError('the scratch project %s left %s behind: remove them with docker rm -f / docker volume rm / docker network rm'
+                         % (stack['project_name'], ', '.join(result['left'])), code='teardown_failed')
+    result['msg'] = ('removed %s of the scratch project %s; nothing of it is left' % (', '.join(result['removed']), stack['project_name'])
+                     if result['removed'] else 'nothing of the scratch project %s is left' % stack['project_name'])
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The drill's report data
+# --------------------------------------------------------------------------------------------
+
+def _seconds_between(start, end):
+    if start is None or end is None:
+        return None
+    return round(float(end) - float(start), 3)
+
+
+def rpo_seconds(manifest, at):
+    """Age of the backup at ``at`` (epoch seconds): since its snapshot (the manifest's ``started_at``, else ``finished_at``)."""
+    manifest = manifest or {}
+    for key in ('started_at', 'finished_at'):
+        if manifest.get(key):
+            try:
+                return round(float(at) - parse_timestamp(manifest[key]).timestamp(), 3)
+            except ValueError:
+                continue
+    return None
+
+
+def drill_steps(marks, failure=None, teardown=None):
+    """The report's steps from the marks ``{mark: epoch seconds}`` the role records after each step.
+
+    A step is ok when its mark exists; the first one without a mark failed (with the failure's message)
+    when the drill failed, and the later ones did not run. The teardown is a step of its own.
+    """
+    steps = []
+    previous = marks.get('started')
+    for mark, name in STEPS:
+        at = marks.get(mark)
+        if at is not None:
+            steps.append({'name': name, 'ok': True, 'seconds': _seconds_between(previous, at)})
+            previous = at
+            continue
+        if failure:
+            steps.append({'name': name, 'ok': False, 'seconds': None, 'msg': failure.get('msg') or 'failed'})
+        break
+    if teardown is not None:
+        steps.append({'name': TEARDOWN_STEP, 'ok': bool(teardown.get('ok')),
+                      'seconds': _seconds_between(marks.get('teardown_started'), marks.get('torn_down')), 'msg': teardown.get('msg')})
+    return steps
+
+
+def report_data(marks, artifact=None, stack=None, restore=None, failure=None, teardown=None, database=None):
+    """The ``data`` of dr_report for a drill, from the results of its steps (no secrets in any of them)."""
+    artifact = artifact or {}
+    restore = restore or {}
+    stack = stack or {}
+    manifest = artifact.get('manifest') or restore.get('manifest') or {}
+    steps = drill_steps(marks, failure, teardown)
+    failed_steps = [step for step in steps if not step['ok']]
+    passed = not failed_steps and marks.get('verified') is not None
+    data = {
+        'status': 'passed' if passed else 'failed',
+        'started_at': format_timestamp_epoch(marks.get('started')),
+        'finished_at': format_timestamp_epoch(marks.get('finished') or marks.get('torn_down') or marks.get('verified')),
+        'rto_seconds': _seconds_between(marks.get('started'), marks.get('verified')),
+        'rpo_seconds': rpo_seconds(manifest, marks['started']) if marks.get('started') is not None else None,
+        'database': database or manifest.get('database'),
+        'steps': steps,
+    }
+    if artifact.get('path'):
+        data['artifact'] = {'path': artifact.get('path'), 'size': artifact.get('size'), 'sha256': artifact.get('sha256'),
+                            'dump_format': artifact.get('dump_format'), 'started_at': manifest.get('started_at'),
+                            'finished_at': manifest.get('finished_at')}
+    if stack.get('project_name'):
+        data['target'] = {'project_name': stack.get('project_name'), 'container_name': stack.get('container_name'),
+                          'volume': stack.get('volume'), 'port': stack.get('port'), 'image': stack.get('image')}
+    if restore.get('tables') is not None:
+        data['tables'] = restore['tables']
+    if restore.get('photos') is not None:
+        photos = restore['photos']
+        data['photos'] = {'checked': photos.get('checked'), 'failed': photos.get('failed'), 'total': photos.get('total')}
+    if failed_steps:
+        data['failed_step'] = failed_steps[0]['name']
+        data['msg'] = failed_steps[0].get('msg') or 'the drill failed'
+        if failure and failure.get('error_code'):
+            data['error_code'] = failure['error_code']
+    else:
+        data['msg'] = restore.get('msg') or 'the drill passed'
+    return data
+
+
+def format_timestamp_epoch(value):
+    """ISO 8601 UTC of epoch seconds, or None."""
+    if value is None:
+        return None
+    return format_timestamp(datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc))

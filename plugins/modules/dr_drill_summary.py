@@ -1,0 +1,124 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dr_drill_summary
+short_description: Turn the results of a DR drill's steps into the report data of dr_report, with RTO and RPO
+version_added: 0.1.0
+description:
+  - Computes, from the times the drill recorded after each step and the results of its tasks, the C(data) that
+    M(fleet_telemetry.dr.dr_report) writes - status, failed step, steps with their seconds, RTO, RPO, artifact, target,
+    per-table counts and photos.
+  - RTO is the time from the drill's start (mark C(started)) to the verified restore (mark C(verified)).
+  - RPO is the age of the backup at the drill's start, from the manifest's C(started_at) (the dump's snapshot), else its
+    C(finished_at).
+  - Reads and writes nothing; the role of the drill calls it in its C(always) section, after the teardown.
+author:
+  - fleet_telemetry.dr developers (!UNKNOWN)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - fleet_telemetry.dr._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The same computation as a normal run; nothing is changed either way.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+  platform:
+    platforms: posix
+options:
+  marks:
+    description:
+      - Epoch seconds (numbers or numeric strings) at which the steps ended, by name. C(started) (required for RTO and RPO),
+        C(selected), C(planned), C(up), C(verified), C(teardown_started), C(torn_down).
+      - A step whose mark is missing did not finish; the first one is the failed step when O(failure) is given.
+    type: dict
+    required: true
+  artifact:
+    description: The result of M(fleet_telemetry.dr.pg_artifact_verify) for the artifact drilled (C(path), C(size), C(sha256), C(dump_format), C(manifest)).
+    type: dict
+    default: {}
+  stack:
+    description: The result of M(fleet_telemetry.dr.dr_scratch_stack) with O(fleet_telemetry.dr.dr_scratch_stack#module:state=present).
+    type: dict
+    default: {}
+  restore:
+    description: The result of M(fleet_telemetry.dr.pg_restore_verify) (C(tables), C(photos), C(msg), C(manifest)).
+    type: dict
+    default: {}
+  failure:
+    description: When the drill failed, C(msg) (one sentence), C(error_code) and C(task) of the failure.
+    type: dict
+  teardown:
+    description: The teardown's outcome, C(ok) (bool) and C(msg).
+    type: dict
+  database:
+    description: The database drilled; default the manifest's.
+    type: str
+seealso:
+  - module: fleet_telemetry.dr.dr_report
+"""
+
+EXAMPLES = r"""
+- name: Compute the drill's report data
+  fleet_telemetry.dr.dr_drill_summary:
+    marks: "{{ _dr_drill_marks }}"
+    artifact: "{{ _dr_drill_artifact }}"
+    stack: "{{ _dr_drill_stack }}"
+    restore: "{{ _dr_drill_restore }}"
+  register: summary
+"""
+
+RETURN = r"""
+changed:
+  description: Always V(false).
+  returned: always
+  type: bool
+status:
+  description: V(passed) when every step finished and the restore was verified, else V(failed).
+  returned: success
+  type: str
+data:
+  description: The report data for M(fleet_telemetry.dr.dr_report) (C(status), C(msg), C(failed_step), C(started_at), C(finished_at),
+    C(rto_seconds), C(rpo_seconds), C(database), C(artifact), C(target), C(tables), C(photos), C(steps)).
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import report_data
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            marks=dict(type='dict', required=True),
+            artifact=dict(type='dict', default={}),
+            stack=dict(type='dict', default={}),
+            restore=dict(type='dict', default={}),
+            failure=dict(type='dict'),
+            teardown=dict(type='dict'),
+            database=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        marks = dict((key, float(value)) for key, value in params['marks'].items() if value not in (None, ''))
+    except (TypeError, ValueError):
+        module.fail_json(msg='marks must map step names to epoch seconds (numbers)', error_code='bad_option', changed=False)
+        return
+    data = report_data(marks, artifact=params['artifact'], stack=params['stack'], restore=params['restore'], failure=params['failure'],
+                       teardown=params['teardown'], database=params['database'])
+    module.exit_json(changed=False, status=data['status'], data=data, msg=data['msg'])
+
+
+if __name__ == '__main__':
+    main()

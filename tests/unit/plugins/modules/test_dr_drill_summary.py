@@ -1,0 +1,27 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+from ansible_collections.fleet_telemetry.dr.plugins.modules import dr_drill_summary
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
+
+
+def test_marks_as_strings_give_rto_and_steps():
+    marks = {'started': '100.5', 'selected': '101.5', 'planned': '102', 'up': 110, 'verified': '130.5', 'teardown_started': '131',
+             'torn_down': '134'}
+    outcome, result = run_main(dr_drill_summary.main, {'marks': marks, 'teardown': {'ok': True, 'msg': 'nothing left'}})
+    assert outcome == 'exit' and result['changed'] is False and result['status'] == 'passed'
+    assert result['data']['rto_seconds'] == 30.0
+    assert [step['seconds'] for step in result['data']['steps']] == [1.0, 0.5, 8.0, 20.5, 3.0]
+
+
+def test_failure_is_reported_not_raised():
+    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1}, 'failure': {'msg': 'no artifact verifies'}}, check_mode=True)
+    assert outcome == 'exit' and result['status'] == 'failed'
+    assert result['data']['failed_step'] == 'select the artifact' and result['msg'] == 'no artifact verifies'
+
+
+def test_marks_must_be_numbers():
+    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 'noon'}})
+    assert outcome == 'fail' and result['error_code'] == 'bad_option'

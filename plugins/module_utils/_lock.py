@@ -203,3 +203,85 @@ class BackupLock:
     def __exit__(self, exc_type, exc, tb):
         self.release()
         return False
+
+
+# A lease spans a whole play (several module runs, each its own process), which a flock cannot: the
+# holder's details and a token are written to ``<directory>/.<name>.lease.json`` under the flock above,
+# and a lease older than its ttl counts as abandoned (a killed play never released it).
+LEASE_SUFFIX = '.lease.json'
+
+
+def lease_path(directory, name):
+    """Return the lease file path for ``name`` in ``directory``."""
+    return lock_path(directory, name)[:-len(LOCK_SUFFIX)] + LEASE_SUFFIX
+
+
+def _epoch(now):
+    return now if now is not None else time.time()
+
+
+def lease_problem(lease, token, now=None):
+    """Why ``lease`` (a dict read from a lease file, or {}) stops ``token`` from taking it, or None."""
+    if not lease.get('token') or lease['token'] == token:
+        return None
+    if float(lease.get('expires', 0)) <= _epoch(now):
+        return None
+    return lease
+
+
+def describe_lease(lease, path):
+    """The sentence a contender gets: who holds the lease, since when, and how to clear an abandoned one."""
+    user = ' (user %s)' % lease['user'] if lease.get('user') else ''
+    return ('another %s is running: started %s on host %s%s, lease until %s; wait for it, or if that run was killed, remove %s'
+            % (lease.get('purpose', 'run'), lease.get('started_at', 'at an unknown time'), lease.get('host', 'unknown'), user,
+               lease.get('expires_at', 'an unknown time'), path))
+
+
+def _read_lease(path):
+    try:
+        with open(path, 'rb') as fileobj:
+            return _parse_holder(fileobj.read(_HOLDER_MAX_SIZE))
+    except FileNotFoundError:
+        return {}
+
+
+def _write_lease(path, lease):
+    tmp = '%s.%d.tmp' % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+    try:
+        os.write(fd, json.dumps(lease, sort_keys=True).encode('utf-8') + b'\n')
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=None):
+    """Take (or renew) the lease ``name`` for ``token``; return ``(lease, changed)``. ``LockHeldError`` when another
+    live token holds it. In check mode nothing is written: the lease that would be taken is returned."""
+    path = lease_path(directory, name)
+    with BackupLock(directory, name, purpose=purpose, timeout=10):
+        current = _read_lease(path)
+        held = lease_problem(current, token, now)
+        if held:
+            raise LockHeldError(describe_lease(held, path), held, path)
+        epoch = _epoch(now)
+        lease = holder_info(purpose)
+        lease.update(token=token, expires=epoch + ttl,
+                     expires_at=datetime.datetime.fromtimestamp(epoch + ttl, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+        if current.get('token') == token:
+            lease['started_at'] = current.get('started_at', lease['started_at'])
+        if not check_mode:
+            _write_lease(path, lease)
+        return lease, current.get('token') != token
+
+
+def release_lease(directory, name, token, check_mode=False):
+    """Give up the lease ``name`` when ``token`` holds it; return True when it was (or would be) removed."""
+    path = lease_path(directory, name)
+    with BackupLock(directory, name, timeout=10):
+        if _read_lease(path).get('token') != token:
+            return False
+        if not check_mode:
+            os.unlink(path)
+        return True

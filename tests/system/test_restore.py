@@ -249,6 +249,32 @@ def test_round_trip(production, plain_backup):
         print(output(proc)[-8000:])
 
 
+def test_a_second_restore_while_one_runs_is_refused(production, plain_backup):
+    """Two restores of one database at once: the second is refused before it touches anything, naming the running one;
+    the first completes and verifies; the lease is gone afterwards."""
+    lease = os.path.join(production.backup_dir, '.restore-telemetry_db.lease.json')
+    first = production.start_restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    try:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(lease) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.exists(lease), 'the first restore never took its lease'
+        holder = json.load(open(lease))
+        second = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+        assert first.poll() is None, 'the first restore ended before the second was refused: the test proves nothing'
+    finally:
+        out, err = first.communicate(timeout=COMMAND_TIMEOUT)
+    assert second.returncode != 0
+    msg = failure_message(second)
+    assert 'another restore of telemetry_db is running' in msg and holder['started_at'] in msg and lease in msg, msg
+    assert 'Nothing was changed' in msg, msg
+    assert first.returncode == 0, (out + err)[-6000:]
+    assert 'restored and verified telemetry_db from %s' % plain_backup in out
+    assert not os.path.exists(lease), 'the lease was not given up'
+    manifest = json.load(open(plain_backup + '.manifest.json'))
+    assert all(production.state()['counts'][table] == count for table, count in manifest['row_counts'].items())
+
+
 def test_newest_is_never_a_safety_dump(production):
     """After a restore its safety dump is the newest file under the backup directory, yet the newest backup is picked."""
     newest_backup = newest_artifact(production.backup_dir)

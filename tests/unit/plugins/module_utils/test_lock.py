@@ -178,3 +178,50 @@ def test_lock_of_a_killed_process_is_free(tmp_path):
     assert lk.read_holder(str(tmp_path / '.telemetry_db.lock'))['pid'] == holder.pid
     with lk.BackupLock(str(tmp_path), 'telemetry_db') as lock:
         assert lk.read_holder(lock.path)['pid'] == os.getpid()
+
+
+def test_lease_is_refused_to_another_token_until_it_expires(tmp_path):
+    directory = str(tmp_path)
+    lease, changed = lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 3600, 'restore of telemetry_db', now=1000.0)
+    assert changed and lease['token'] == 'run-a' and lease['expires'] == 4600.0
+    with open(lk.lease_path(directory, 'restore-telemetry_db')) as fileobj:
+        assert json.load(fileobj)['token'] == 'run-a'
+    assert oct(os.stat(lk.lease_path(directory, 'restore-telemetry_db')).st_mode & 0o777) == '0o600'
+    with pytest.raises(lk.LockHeldError) as info:
+        lk.acquire_lease(directory, 'restore-telemetry_db', 'run-b', 3600, 'restore of telemetry_db', now=2000.0)
+    message = str(info.value)
+    assert message.startswith('another restore of telemetry_db is running: started ')
+    assert 'host %s' % socket.gethostname() in message
+    assert lk.lease_path(directory, 'restore-telemetry_db') in message
+    assert info.value.holder['token'] == 'run-a'
+    # After its ttl, an abandoned lease is taken over.
+    lease, changed = lk.acquire_lease(directory, 'restore-telemetry_db', 'run-b', 3600, 'restore of telemetry_db', now=4601.0)
+    assert changed and lease['token'] == 'run-b'
+
+
+def test_lease_renewal_by_its_token_is_no_change_and_keeps_the_start(tmp_path):
+    first, dummy = lk.acquire_lease(str(tmp_path), 'x', 'run-a', 60, 'restore', now=10.0)
+    again, changed = lk.acquire_lease(str(tmp_path), 'x', 'run-a', 60, 'restore', now=20.0)
+    assert not changed
+    assert again['started_at'] == first['started_at'] and again['expires'] == 80.0
+
+
+def test_lease_release_only_by_its_token(tmp_path):
+    directory = str(tmp_path)
+    lk.acquire_lease(directory, 'x', 'run-a', 60, 'restore')
+    assert lk.release_lease(directory, 'x', 'run-b') is False
+    assert os.path.exists(lk.lease_path(directory, 'x'))
+    assert lk.release_lease(directory, 'x', 'run-a', check_mode=True) is True
+    assert os.path.exists(lk.lease_path(directory, 'x'))
+    assert lk.release_lease(directory, 'x', 'run-a') is True
+    assert not os.path.exists(lk.lease_path(directory, 'x'))
+    assert lk.release_lease(directory, 'x', 'run-a') is False
+
+
+def test_lease_check_mode_writes_nothing_but_refuses_a_held_lease(tmp_path):
+    directory = str(tmp_path)
+    dummy, changed = lk.acquire_lease(directory, 'x', 'run-a', 60, 'restore', check_mode=True)
+    assert changed and not os.path.exists(lk.lease_path(directory, 'x'))
+    lk.acquire_lease(directory, 'x', 'run-a', 60, 'restore')
+    with pytest.raises(lk.LockHeldError):
+        lk.acquire_lease(directory, 'x', 'run-b', 60, 'restore', check_mode=True)

@@ -1,0 +1,134 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: run_lease
+short_description: Keep two restores of one database from running at once
+version_added: 0.1.0
+description:
+  - Takes or gives up a lease that spans a whole play, so that a second restore of the same database on the same host is
+    refused (RV(error_code=lock_held)) with who holds it, instead of running C(down -v) under the first one.
+  - The lease is the file C(<directory>/.<name>.lease.json) (mode 0600), written under a C(flock) and holding the token of
+    the run, the pid, host and user of the module that took it, when it was taken and when it expires. It never holds a
+    secret.
+  - A lease older than O(ttl) counts as abandoned (the play that took it was killed before it could give it up) and is
+    taken over.
+author:
+  - fleet_telemetry.dr developers (!UNKNOWN)
+extends_documentation_fragment:
+  - fleet_telemetry.dr._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Says whether the lease could be taken (or would be given up) and writes nothing; a lease held by another run fails
+        in check mode too.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - Taking a lease the same O(token) holds renews it and reports RV(changed=false).
+options:
+  directory:
+    description: Directory of the lease file, for example the backup directory. It must exist.
+    type: path
+    required: true
+  name:
+    description: Name of the lease, for example C(restore-telemetry_db).
+    type: str
+    required: true
+  token:
+    description: Identifies the run; the same token renews or gives up the lease, any other is refused while it lasts.
+    type: str
+    required: true
+  state:
+    description: V(present) takes the lease, V(absent) gives it up (only when O(token) holds it).
+    type: str
+    choices: [present, absent]
+    default: present
+  ttl:
+    description: Seconds after which a lease that was not given up counts as abandoned. Make it longer than the longest run.
+    type: int
+    default: 14400
+  purpose:
+    description: What the run does, in the message a contender gets.
+    type: str
+    default: restore
+seealso:
+  - module: fleet_telemetry.dr.pg_logical_backup
+"""
+
+EXAMPLES = r"""
+- name: Take the restore lease of telemetry_db
+  fleet_telemetry.dr.run_lease:
+    directory: /var/backups/fleet-telemetry
+    name: restore-telemetry_db
+    token: "{{ restore_token }}"
+    purpose: restore of telemetry_db
+
+- name: Give it up
+  fleet_telemetry.dr.run_lease:
+    directory: /var/backups/fleet-telemetry
+    name: restore-telemetry_db
+    token: "{{ restore_token }}"
+    state: absent
+"""
+
+RETURN = r"""
+path:
+  description: The lease file.
+  returned: always
+  type: str
+lease:
+  description: The lease taken (token, pid, host, user, started_at, expires_at, purpose), with O(state=present).
+  returned: success, with O(state=present)
+  type: dict
+holder:
+  description: The lease of the run that holds it.
+  returned: when RV(error_code=lock_held)
+  type: dict
+error_code:
+  description: V(lock_held), or V(lock_error) when the directory cannot hold the lease.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import (
+    LockError, LockHeldError, acquire_lease, lease_path, release_lease)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            directory=dict(type='path', required=True),
+            name=dict(type='str', required=True),
+            token=dict(type='str', required=True),
+            state=dict(type='str', choices=['present', 'absent'], default='present'),
+            ttl=dict(type='int', default=14400),
+            purpose=dict(type='str', default='restore'),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    path = lease_path(params['directory'], params['name'])
+    try:
+        if params['state'] == 'absent':
+            changed = release_lease(params['directory'], params['name'], params['token'], check_mode=module.check_mode)
+            module.exit_json(changed=changed, path=path, msg='lease %s %s' % (path, 'given up' if changed else 'not held by this run'))
+        lease, changed = acquire_lease(params['directory'], params['name'], params['token'], params['ttl'], params['purpose'],
+                                       check_mode=module.check_mode)
+    except LockHeldError as exc:
+        module.fail_json(msg=str(exc), error_code='lock_held', holder=exc.holder, path=path, changed=False)
+    except (LockError, OSError) as exc:
+        module.fail_json(msg='cannot take the lease %s: %s' % (path, exc), error_code='lock_error', path=path, changed=False)
+    module.exit_json(changed=changed, path=path, lease=lease, msg='lease %s held until %s' % (path, lease['expires_at']))
+
+
+if __name__ == '__main__':
+    main()

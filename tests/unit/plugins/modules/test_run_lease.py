@@ -1,0 +1,41 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.fleet_telemetry.dr.plugins.modules import run_lease
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
+
+
+def _run(tmp_path, token, check_mode=False, **extra):
+    args = {'directory': str(tmp_path), 'name': 'restore-telemetry_db', 'token': token, 'purpose': 'restore of telemetry_db'}
+    args.update(extra)
+    return run_main(run_lease.main, args, check_mode)
+
+
+def test_take_renew_refuse_and_give_up(tmp_path):
+    outcome, result = _run(tmp_path, 'run-a')
+    assert outcome == 'exit' and result['changed'] is True and result['lease']['token'] == 'run-a'
+    assert os.path.exists(result['path'])
+    outcome, result = _run(tmp_path, 'run-a')
+    assert outcome == 'exit' and result['changed'] is False
+    outcome, result = _run(tmp_path, 'run-b')
+    assert outcome == 'fail' and result['error_code'] == 'lock_held'
+    assert 'another restore of telemetry_db is running' in result['msg'] and result['holder']['token'] == 'run-a'
+    outcome, result = _run(tmp_path, 'run-b', state='absent')
+    assert outcome == 'exit' and result['changed'] is False
+    outcome, result = _run(tmp_path, 'run-a', state='absent')
+    assert outcome == 'exit' and result['changed'] is True and not os.path.exists(result['path'])
+
+
+def test_check_mode_takes_nothing(tmp_path):
+    outcome, result = _run(tmp_path, 'run-a', check_mode=True)
+    assert outcome == 'exit' and result['changed'] is True and not os.path.exists(result['path'])
+
+
+def test_a_missing_directory_is_lock_error(tmp_path):
+    outcome, result = _run(tmp_path / 'missing', 'run-a')
+    assert outcome == 'fail' and result['error_code'] == 'lock_error'
+    assert str(tmp_path / 'missing') in result['msg']

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import errno
 import os
-import shutil
 import socket
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp
@@ -110,8 +110,41 @@ def production_facts(cmds, project_name, service=SERVICE):
 # --------------------------------------------------------------------------------------------
 
 def scratch_project_name(production_project, name=None):
-    """The scratch project's name: ``name`` (normalized as compose does), else ``<production>_drill``."""
-    return normalize_project_name(name) if name else normalize_project_name(production_project + SCRATCH_SUFFIX)
+    """The scratch project's name: ``name`` (normalized as compose does), else ``<production>_drill``.
+
+    A name that normalizes to nothing would put the scratch compose file straight into ``work_dir``: DrillError ``bad_option``.
+    """
+    scratch = normalize_project_name(name) if name else normalize_project_name(production_project + SCRATCH_SUFFIX)
+    if not scratch:
+        raise DrillError('the scratch project name %r has no letter, digit, "_" or "-" left once normalized as compose does: '
+                         'choose another dr_drill_project_name' % (name if name else production_project + SCRATCH_SUFFIX), code='bad_option')
+    return scratch
+
+
+def _real(path):
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _within(path, directory):
+    """Whether ``path`` is ``directory`` or below it (both already real paths)."""
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def path_problem(project_src, production_project_src):
+    """Why the scratch directory must not be used beside production (it is, holds, or lies inside production's), or None."""
+    if not production_project_src:
+        return None
+    scratch, production = _real(project_src), _real(production_project_src)
+    if scratch == production:
+        what = 'is'
+    elif _within(production, scratch):
+        what = 'contains'
+    elif _within(scratch, production):
+        what = 'is inside'
+    else:
+        return None
+    return ('the scratch directory %s %s production\'s compose project %s: choose a dr_drill_work_dir outside production\'s directory '
+            '(or another dr_drill_project_name)' % (project_src, what, production_project_src))
 
 
 def free_loopback_port():
@@ -121,10 +154,11 @@ def free_loopback_port():
         return sock.getsockname()[1]
 
 
-def plan(production_project, scratch_name, work_dir, port, image, db_user, db_name, production=None):
+def plan(production_project, scratch_name, work_dir, port, image, db_user, db_name, production=None, production_project_src=None):
     """The scratch stack (pure): names, port, image, where its compose file goes. ``port`` is already chosen."""
     return {
         'production_project': production_project,
+        'production_project_src': production_project_src,
         'project_name': scratch_name,
         'project_src': os.path.join(work_dir, scratch_name),
         'compose_file': os.path.join(work_dir, scratch_name, COMPOSE_FILE),
@@ -252,12 +286,32 @@ def remove_found(cmds, found):
     return failures
 
 
+def check_paths(stack):
+    """DrillError ``not_isolated`` when the scratch directory is, holds or lies inside production's compose project."""
+    problem = path_problem(stack['project_src'], stack.get('production_project_src'))
+    if problem:
+        raise DrillError(problem, code='not_isolated')
+
+
 def remove_work_dir(stack):
-    """Remove the scratch project's directory (our compose file only); return True when it existed."""
+    """Remove the scratch compose file the drill wrote, then the (then empty) directory; never anything else.
+
+    Return True when something was removed; DrillError ``teardown_failed`` when the directory holds other files.
+    """
     directory = stack['project_src']
     if not os.path.isdir(directory):
         return False
-    shutil.rmtree(directory)
+    try:
+        os.unlink(stack['compose_file'])
+    except FileNotFoundError:
+        pass
+    try:
+        os.rmdir(directory)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        raise DrillError('the scratch directory %s holds files the drill did not write (%s): they were left in place; remove them by hand'
+                         % (directory, ', '.join(sorted(os.listdir(directory))[:5])), code='teardown_failed') from None
     return True
 
 
@@ -281,6 +335,7 @@ def production_project_name(project_src, project_name=None, environ=None):
 
 def run_present(cmds, stack, check_mode=False):
     """Remove stale leftovers of an earlier drill (ours only), then write the compose file; return the result dict."""
+    check_paths(stack)
     problems = isolation_problems(stack, stack['production'])
     if problems:
         raise DrillError(problems[0], code='not_isolated')
@@ -310,6 +365,7 @@ def run_absent(cmds, stack, check_mode=False):
     if stack['project_name'] == stack['production_project']:
         raise DrillError('the scratch project name %s is production\'s: nothing was removed; choose another dr_drill_project_name'
                          % stack['project_name'], code='not_isolated')
+    check_paths(stack)
     found = find_scratch(cmds, stack['project_name'])
     result = dict(stack, changed=False, removed=names(found), left=[])
     if not is_empty(found):

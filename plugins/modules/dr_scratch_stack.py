@@ -20,7 +20,8 @@ description:
     Leftovers of an earlier drill of the same production (a killed run) are removed first; anything under the scratch
     project name without that label is never touched and fails the task with RV(error_code=not_ours).
   - With O(state=absent), removes whatever of the scratch project is left (containers with C(docker rm -f -v), networks,
-    volumes) and its directory, then proves that nothing of it is left (RV(error_code=teardown_failed) otherwise). Run it
+    volumes), then its compose file and the directory once it is empty (never a whole tree: any other file is left in
+    place and fails the task), then proves that nothing of it is left (RV(error_code=teardown_failed) otherwise). Run it
     after C(compose_project state=absent remove_volumes=true), in an C(always) section.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
@@ -63,10 +64,14 @@ options:
     description:
       - The scratch project's name. Default C(<production project>_drill).
       - Must differ from production's; its container is C(<project_name>_db), its volume C(<project_name>_db_data).
+      - Normalized as compose does (lower case, only letters, digits, C(_) and C(-)); a name with nothing left fails with
+        RV(error_code=bad_option).
     type: str
   work_dir:
     description:
       - Directory under which the scratch project's directory C(<project_name>) is created (mode 0700) and removed again.
+      - The scratch project's directory must not be, hold or lie inside O(production_project_src)
+        (RV(error_code=not_isolated)).
     type: path
     required: true
   port:
@@ -227,7 +232,8 @@ def run(params, check_mode, runner=None):
     prod_cmds = _drill.commands(params['production_project_src'], production_name, runner)
     check_docker(prod_cmds)
     if params['state'] == 'absent':
-        stack = _drill.plan(production_name, scratch_name, params['work_dir'], 0, params['image'], params['db_user'], params['db_name'])
+        stack = _drill.plan(production_name, scratch_name, params['work_dir'], 0, params['image'], params['db_user'], params['db_name'],
+                            production_project_src=params['production_project_src'])
         return _drill.run_absent(_drill.scratch_commands(stack, runner), stack, check_mode)
     production = _drill.production_facts(prod_cmds, production_name, params['production_service'])
     image = params['image'] or (production or {}).get('image')
@@ -235,7 +241,8 @@ def run(params, check_mode, runner=None):
         raise _drill.DrillError('production project %s has no container of service %s to take the image from: set image (dr_drill_image)'
                                 % (production_name, params['production_service']), code='no_production')
     port = params['port'] or _drill.free_loopback_port()
-    stack = _drill.plan(production_name, scratch_name, params['work_dir'], port, image, params['db_user'], params['db_name'], production)
+    stack = _drill.plan(production_name, scratch_name, params['work_dir'], port, image, params['db_user'], params['db_name'], production,
+                        params['production_project_src'])
     return _drill.run_present(_drill.scratch_commands(stack, runner), stack, check_mode)
 
 

@@ -344,3 +344,102 @@ def test_absent_with_production_s_name_removes_nothing(tmp_path):
     with pytest.raises(dr.DrillError) as err:
         dr.run_absent(dr.scratch_commands(plan, fake), plan)
     assert err.value.code == 'not_isolated' and fake.calls == [] and len(fake.objects) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Paths: the scratch directory never meets production's, teardown removes only what the drill wrote
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', ['!!!', '...', ' '])
+def test_a_name_that_normalizes_to_nothing_is_refused(name):
+    with pytest.raises(dr.DrillError) as err:
+        dr.scratch_project_name(PROD, name)
+    assert err.value.code == 'bad_option' and 'dr_drill_project_name' in str(err.value)
+
+
+@pytest.mark.parametrize('scratch, production, word', [
+    ('/srv/telemetry', '/srv/telemetry', ' is production'),
+    ('/srv', '/srv/telemetry', ' contains production'),
+    ('/srv/telemetry/drill', '/srv/telemetry', ' is inside production'),
+    ('/srv/telemetry/', '/srv/telemetry', ' is production'),
+])
+def test_path_problem_names_the_overlap(scratch, production, word):
+    problem = dr.path_problem(scratch, production)
+    assert problem and word in problem and 'dr_drill_work_dir' in problem
+
+
+@pytest.mark.parametrize('scratch, production', [
+    ('/var/tmp/fleet-dr-drill/telemetry_drill', '/srv/telemetry'),
+    ('/srv/telemetry_drill', '/srv/telemetry'),
+    ('/srv/telemetry2', '/srv/telemetry'),
+    ('/srv/x', None),
+])
+def test_path_problem_none_when_apart(scratch, production):
+    assert dr.path_problem(scratch, production) is None
+
+
+def test_path_problem_follows_symlinks(tmp_path):
+    (tmp_path / 'prod').mkdir()
+    (tmp_path / 'link').symlink_to(tmp_path / 'prod')
+    assert dr.path_problem(str(tmp_path / 'link'), str(tmp_path / 'prod'))
+
+
+def _prod_dir(tmp_path):
+    """A production directory named like the scratch project, whose parent is the work dir (the review's scenario)."""
+    prod = tmp_path / 'work' / SCRATCH
+    prod.mkdir(parents=True)
+    (prod / 'docker-compose.yml').write_text('production\n')
+    return prod
+
+
+def test_present_refuses_a_scratch_directory_that_is_production_s(tmp_path):
+    prod = _prod_dir(tmp_path)
+    plan = dict(stack(tmp_path), production_project_src=str(prod))
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_present(dr.scratch_commands(plan, FakeDocker()), plan)
+    assert err.value.code == 'not_isolated'
+    assert (prod / 'docker-compose.yml').read_text() == 'production\n'
+
+
+@pytest.mark.parametrize('where', ['same', 'parent'])
+def test_absent_refuses_a_scratch_directory_that_is_or_holds_production_s(tmp_path, where):
+    prod = _prod_dir(tmp_path)
+    fake = FakeDocker()
+    scratch_leftovers(fake)
+    plan = dict(stack(tmp_path), production_project_src=str(prod if where == 'same' else prod / 'inner'))
+    if where == 'parent':
+        (prod / 'inner').mkdir()
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_absent(dr.scratch_commands(plan, fake), plan)
+    assert err.value.code == 'not_isolated' and len(fake.objects) == 3
+    assert (prod / 'docker-compose.yml').read_text() == 'production\n'
+
+
+def test_teardown_removes_only_the_compose_file_and_keeps_other_files(tmp_path):
+    plan = stack(tmp_path)
+    dr.write_compose_file(plan)
+    other = os.path.join(plan['project_src'], 'notes.txt')
+    with open(other, 'w') as fileobj:
+        fileobj.write('not the drill\'s\n')
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_absent(dr.scratch_commands(plan, FakeDocker()), plan)
+    assert err.value.code == 'teardown_failed' and 'notes.txt' in str(err.value)
+    assert os.path.isfile(other) and not os.path.exists(plan['compose_file'])
+
+
+def test_teardown_rmdirs_the_empty_directory(tmp_path):
+    plan = stack(tmp_path)
+    dr.write_compose_file(plan)
+    assert dr.remove_work_dir(plan) is True
+    assert not os.path.exists(plan['project_src']) and os.path.isdir(str(tmp_path / 'work'))
+    assert dr.remove_work_dir(plan) is False
+
+
+def test_module_refuses_a_work_dir_inside_production(tmp_path, monkeypatch):
+    fake = FakeDocker()
+    monkeypatch.setattr(dr_scratch_stack, 'run', lambda params, check_mode: _real_run(params, check_mode, fake))
+    args = _module_args(tmp_path, image='postgres:15', port=45997)
+    args['work_dir'] = args['production_project_src']
+    outcome, result = run_main(dr_scratch_stack.main, args)
+    assert outcome == 'fail' and result['error_code'] == 'not_isolated', result
+    assert os.listdir(args['production_project_src']) == []

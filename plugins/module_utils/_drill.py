@@ -49,6 +49,7 @@ DIRECTORY_MODE = 0o700
 
 # The drill's steps, in order: (mark that ends the step, name in the report).
 STEPS = (
+    ('leased', 'take the drill lease'),
     ('selected', 'select the artifact'),
     ('planned', 'plan the scratch stack'),
     ('up', 'start the scratch stack'),

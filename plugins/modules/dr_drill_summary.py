@@ -36,7 +36,7 @@ options:
   marks:
     description:
       - Epoch seconds (numbers or numeric strings) at which the steps ended, by name. C(started) (required for RTO and RPO),
-        C(selected), C(planned), C(up), C(verified), C(teardown_started), C(torn_down).
+        C(leased), C(selected), C(planned), C(up), C(verified), C(teardown_started), C(torn_down).
       - A step whose mark is missing did not finish; the first one is the failed step when O(failure) is given.
     type: dict
     required: true

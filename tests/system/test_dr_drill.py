@@ -83,6 +83,9 @@ class Site(object):
             found[kind] = sorted(proc.stdout.split())
         return found
 
+    def lease_path(self):
+        return os.path.join(self.backup_dir, '.drill-telemetry_db.lease.json')
+
     def scratch_leftovers(self):
         by_project = self.project_objects(self.scratch_project)
         by_label = self.project_objects(self.stack.project, label=SCRATCH_LABEL)
@@ -171,7 +174,7 @@ def test_the_junit_report_has_a_passing_case_per_step(two_drills):
     dummy, dummy2, junit = _load(two_drills[0])
     suite = junit.find('testsuite')
     cases = suite.findall('testcase')
-    assert [case.get('name') for case in cases] == ['select the artifact', 'plan the scratch stack', 'start the scratch stack',
+    assert [case.get('name') for case in cases] == ['take the drill lease', 'select the artifact', 'plan the scratch stack', 'start the scratch stack',
                                                     'restore and verify', 'tear down the scratch stack']
     assert suite.get('failures') == '0' and all(case.find('failure') is None for case in cases)
 
@@ -347,6 +350,14 @@ def test_the_leftovers_of_a_killed_drill_are_removed_by_the_next_one(site, wrong
         proc.wait(timeout=60)
     left = site.scratch_leftovers()
     assert left['containers'] and left['directory'], 'the drill was not killed while its scratch stack existed: %s' % left
+    # The killed drill's lease outlives it: the next drill is refused and leaves the leftovers alone, until the lease
+    # file named in the message is removed (what an operator does once sure that the other drill is dead).
+    refused = _drill(site)
+    assert refused.rc != 0 and 'another drill of telemetry_db is running' in refused.output, refused.output[-4000:]
+    assert site.scratch_leftovers() == left
+    lease = site.lease_path()
+    assert lease in refused.output and os.path.exists(lease)
+    os.unlink(lease)
     drill = _drill(site)
     assert drill.rc == 0, drill.output[-6000:]
     assert 'removed the leftovers of an earlier drill' in drill.output
@@ -390,3 +401,42 @@ def test_a_photo_damaged_behind_a_valid_checksum_fails_the_drill(site, wrong_key
     assert failed == ['restore and verify']
     assert drill.after == drill.before
     assert drill.leftovers == NOTHING_LEFT
+
+
+def test_a_second_drill_while_one_runs_is_refused_and_leaves_the_first_alone(site):
+    """Two drills at once: the second fails with lock_held naming the first, before touching its scratch stack; the first passes."""
+    known = set(os.listdir(site.report_dir))
+    before = site.production_state()
+    argv = [site.ansible.playbook, '-i', site.ansible.inventory, DRILL, '-e', '@' + site.vars_file('first.json')]
+    first = subprocess.Popen(argv, cwd=site.ansible.workdir, env=site.ansible.env(site.stack.env), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and first.poll() is None and not os.path.exists(site.lease_path()):
+            time.sleep(0.1)
+        assert first.poll() is None and os.path.exists(site.lease_path()), 'the first drill never took its lease'
+        with open(site.lease_path()) as fileobj:
+            lease = json.load(fileobj)
+        second = site.playbook(DRILL, 'second.json')
+        first_output, dummy = first.communicate(timeout=900)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(timeout=60)
+    second_output = second.stdout + second.stderr
+    assert second.returncode != 0, second_output[-6000:]
+    assert 'another drill of telemetry_db is running: started %s' % lease['started_at'] in second_output
+    assert first.returncode == 0, first_output[-6000:]
+    new = sorted(name for name in set(os.listdir(site.report_dir)) - known if name.endswith('.json'))
+    documents = []
+    for name in new:
+        with open(os.path.join(site.report_dir, name)) as fileobj:
+            documents.append(json.load(fileobj))
+    outcomes = sorted((doc['status'], doc.get('failed_step'), doc.get('error_code')) for doc in documents)
+    assert outcomes == [('failed', 'take the drill lease', 'lock_held'), ('passed', None, None)], outcomes
+    passed = [doc for doc in documents if doc['status'] == 'passed'][0]
+    assert passed['photos']['failed'] == 0 and all(row['ok'] for row in passed['tables'])
+    assert not os.path.exists(site.lease_path())
+    assert site.scratch_leftovers() == NOTHING_LEFT
+    assert site.production_state() == before
+

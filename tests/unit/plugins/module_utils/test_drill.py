@@ -178,14 +178,14 @@ def test_report_data_of_a_passed_drill():
     restore = {'tables': [{'table': 'photo', 'expected': 2, 'actual': 2, 'ok': True}], 'photos': {'checked': 2, 'failed': 0, 'total': 2,
                'failures': []}, 'msg': 'restored and verified'}
     artifact = {'path': '/b/backup.sql.zst', 'size': 10, 'sha256': 'ab' * 32, 'dump_format': 'plain', 'manifest': MANIFEST}
-    data = dr.report_data(dict(marks('selected', 'planned', 'up', 'verified'), teardown_started=T0 + 50, torn_down=T0 + 53),
+    data = dr.report_data(dict(marks('leased', 'selected', 'planned', 'up', 'verified'), teardown_started=T0 + 60, torn_down=T0 + 63),
                           artifact=artifact, stack={'project_name': SCRATCH, 'port': 1, 'container_name': 'c', 'volume': 'v', 'image': 'i'},
                           restore=restore, teardown={'ok': True, 'msg': 'nothing left'})
     assert data['status'] == 'passed' and data['msg'] == 'restored and verified'
-    assert data['rto_seconds'] == 40.0 and data['rpo_seconds'] == 4 * 3600
-    assert data['started_at'] == '2026-12-01T10:00:00Z' and data['finished_at'] == '2026-12-01T10:00:53Z'
+    assert data['rto_seconds'] == 50.0 and data['rpo_seconds'] == 4 * 3600
+    assert data['started_at'] == '2026-12-01T10:00:00Z' and data['finished_at'] == '2026-12-01T10:01:03Z'
     assert [(s['name'], s['ok'], s['seconds']) for s in data['steps']] == [
-        ('select the artifact', True, 10.0), ('plan the scratch stack', True, 10.0), ('start the scratch stack', True, 10.0),
+        ('take the drill lease', True, 10.0), ('select the artifact', True, 10.0), ('plan the scratch stack', True, 10.0), ('start the scratch stack', True, 10.0),
         ('restore and verify', True, 10.0), ('tear down the scratch stack', True, 3.0)]
     assert data['artifact']['started_at'] == '2026-12-01T06:00:00Z' and data['target']['project_name'] == SCRATCH
     assert data['photos'] == {'checked': 2, 'failed': 0, 'total': 2} and data['tables'] == restore['tables']
@@ -194,17 +194,24 @@ def test_report_data_of_a_passed_drill():
 
 def test_report_data_of_a_failed_drill_names_the_first_unfinished_step():
     failure = {'msg': 'encryption_key is not the key of this backup', 'error_code': 'wrong_key', 'task': 'Restore ...'}
-    data = dr.report_data(marks('selected', 'planned', 'up'), failure=failure, teardown={'ok': True, 'msg': 'nothing left'})
+    data = dr.report_data(marks('leased', 'selected', 'planned', 'up'), failure=failure, teardown={'ok': True, 'msg': 'nothing left'})
     assert data['status'] == 'failed' and data['failed_step'] == 'restore and verify'
     assert data['msg'] == failure['msg'] and data['error_code'] == 'wrong_key' and data['rto_seconds'] is None
-    assert [s['name'] for s in data['steps']] == ['select the artifact', 'plan the scratch stack', 'start the scratch stack',
+    assert [s['name'] for s in data['steps']] == ['take the drill lease', 'select the artifact', 'plan the scratch stack', 'start the scratch stack',
                                                   'restore and verify', 'tear down the scratch stack']
-    assert [s['ok'] for s in data['steps']] == [True, True, True, False, True]
+    assert [s['ok'] for s in data['steps']] == [True, True, True, True, False, True]
 
 
 def test_report_data_a_failed_teardown_fails_a_verified_drill():
-    data = dr.report_data(marks('selected', 'planned', 'up', 'verified'), teardown={'ok': False, 'msg': 'left x behind'})
+    data = dr.report_data(marks('leased', 'selected', 'planned', 'up', 'verified'), teardown={'ok': False, 'msg': 'left x behind'})
     assert data['status'] == 'failed' and data['failed_step'] == 'tear down the scratch stack' and data['msg'] == 'left x behind'
+
+
+def test_report_data_of_a_drill_refused_by_the_lease():
+    failure = {'msg': 'another drill of telemetry_db is running: started ...', 'error_code': 'lock_held'}
+    data = dr.report_data({'started': T0}, failure=failure, teardown={'ok': True, 'msg': 'skipped'})
+    assert data['failed_step'] == 'take the drill lease' and data['error_code'] == 'lock_held'
+    assert [s['name'] for s in data['steps']] == ['take the drill lease', 'tear down the scratch stack']
 
 
 def test_report_data_without_a_verified_mark_never_passes():

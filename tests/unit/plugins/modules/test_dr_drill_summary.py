@@ -8,16 +8,17 @@ from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness im
 
 
 def test_marks_as_strings_give_rto_and_steps():
-    marks = {'started': '100.5', 'selected': '101.5', 'planned': '102', 'up': 110, 'verified': '130.5', 'teardown_started': '131',
+    marks = {'started': '100', 'leased': '100.5', 'selected': '101.5', 'planned': '102', 'up': 110, 'verified': '130.5', 'teardown_started': '131',
              'torn_down': '134'}
     outcome, result = run_main(dr_drill_summary.main, {'marks': marks, 'teardown': {'ok': True, 'msg': 'nothing left'}})
     assert outcome == 'exit' and result['changed'] is False and result['status'] == 'passed'
-    assert result['data']['rto_seconds'] == 30.0
-    assert [step['seconds'] for step in result['data']['steps']] == [1.0, 0.5, 8.0, 20.5, 3.0]
+    assert result['data']['rto_seconds'] == 30.5
+    assert [step['seconds'] for step in result['data']['steps']] == [0.5, 1.0, 0.5, 8.0, 20.5, 3.0]
 
 
 def test_failure_is_reported_not_raised():
-    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1}, 'failure': {'msg': 'no artifact verifies'}}, check_mode=True)
+    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1, 'leased': 2}, 'failure': {'msg': 'no artifact verifies'}},
+                               check_mode=True)
     assert outcome == 'exit' and result['status'] == 'failed'
     assert result['data']['failed_step'] == 'select the artifact' and result['msg'] == 'no artifact verifies'
 

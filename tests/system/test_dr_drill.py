@@ -440,3 +440,15 @@ def test_a_second_drill_while_one_runs_is_refused_and_leaves_the_first_alone(sit
     assert site.scratch_leftovers() == NOTHING_LEFT
     assert site.production_state() == before
 
+
+def test_check_mode_fails_when_no_artifact_verifies(site):
+    """--check tells the truth: nothing to drill in the backup directory fails the check run too, and writes nothing."""
+    empty = os.path.join(site.base, 'empty')
+    os.makedirs(empty, 0o700)
+    reports = sorted(os.listdir(site.report_dir)) if os.path.isdir(site.report_dir) else []
+    proc = site.playbook(DRILL, 'empty.json', args=['--check'], fleet_dr_backup_dir=empty)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-4000:]
+    assert 'the DR drill would fail at task Select the artifact' in output
+    assert (sorted(os.listdir(site.report_dir)) if os.path.isdir(site.report_dir) else []) == reports
+    assert site.scratch_leftovers() == NOTHING_LEFT

@@ -16,25 +16,29 @@ DEMO_SIZE=${DEMO_SIZE:-small}
 compose() { (cd "$APP_DIR" && $(compose_cmd) -p "$DEMO_PROJECT" "$@"); }
 
 DRILL_WORK_DIR=${DRILL_WORK_DIR:-/var/tmp/fleet-dr-drill}
-SCRATCH_LABEL="fleet_telemetry.dr.scratch_of=$DEMO_PROJECT"
+INVENTORY="$FLEET_DR_ROOT/examples/inventory.yml"
+export DEMO_PROJECT DEMO_BACKUP_DIR=${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}
 
-# A drill removes its scratch stack itself, also when it fails; this is for one that was killed.
-remove_scratch_stacks() {
-    local ids
-    ids=$(docker ps -aq --filter "label=$SCRATCH_LABEL")
-    [ -z "$ids" ] || xargs docker rm -f -v <<<"$ids" >/dev/null
-    ids=$(docker network ls -q --filter "label=$SCRATCH_LABEL")
-    [ -z "$ids" ] || xargs docker network rm <<<"$ids" >/dev/null
-    ids=$(docker volume ls -q --filter "label=$SCRATCH_LABEL")
-    [ -z "$ids" ] || xargs docker volume rm -f <<<"$ids" >/dev/null
-    rm -rf "${DRILL_WORK_DIR:?}/${DEMO_PROJECT}_drill"
+# A drill removes its scratch stack itself, also when it fails; this is for one that was killed: the module the
+# drill's teardown runs, against the demo's inventory.
+remove_scratch_stack() {
+    local out
+    [ -x "$(venv_dir)/bin/python" ] || { log "no virtual environment: no drill ever ran, no scratch stack to remove"; return 0; }
+    activate_venv
+    use_checkout_collection
+    # shellcheck disable=SC2016 # {{ }} are Jinja, templated by ansible from the inventory
+    if ! out=$(ansible -i "$INVENTORY" telemetry_db -m fleet_telemetry.dr.dr_scratch_stack \
+        -a 'state=absent production_project_src={{ fleet_dr_project_src }} production_project_name={{ fleet_dr_project_name }}'" work_dir=$DRILL_WORK_DIR" 2>&1); then
+        printf '%s\n' "$out" >&2
+        die "could not remove the scratch stack of a drill (see above)"
+    fi
     [ ! -d "$DRILL_WORK_DIR" ] || rmdir --ignore-fail-on-non-empty "$DRILL_WORK_DIR"
 }
 
 if [ "${1:-up}" = down ]; then
     compose down -v --remove-orphans
-    remove_scratch_stacks
-    log "demo stack $DEMO_PROJECT removed (containers, network, volume, drill scratch stacks); backups stay in ${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}"
+    remove_scratch_stack
+    log "demo stack $DEMO_PROJECT removed (containers, network, volume, drill scratch stack); backups stay in $DEMO_BACKUP_DIR"
     exit 0
 fi
 
@@ -76,17 +80,17 @@ log "demo stack up: container $container, database telemetry_db on 127.0.0.1:554
 
 log "taking a verified backup with playbooks/backup.yml"
 use_checkout_collection
-export DEMO_PROJECT DEMO_BACKUP_DIR=${DEMO_BACKUP_DIR:-/var/backups/fleet-telemetry-demo}
-ansible-playbook -i "$FLEET_DR_ROOT/examples/inventory.yml" "$FLEET_DR_ROOT/playbooks/backup.yml"
+ansible-playbook -i "$INVENTORY" "$FLEET_DR_ROOT/playbooks/backup.yml"
 log "backups of the demo are in $DEMO_BACKUP_DIR"
 
-manifest=$(find "$DEMO_BACKUP_DIR" -maxdepth 1 -name 'backup_*.manifest.json' | LC_ALL=C sort | tail -n 1)
-[ -n "$manifest" ] || die "no backup manifest in $DEMO_BACKUP_DIR after the backup"
-artifact=${manifest%.manifest.json}
-log "drilling $artifact with playbooks/dr_drill.yml (scratch stack ${DEMO_PROJECT}_drill beside the demo)"
+log "drilling the newest verified backup with playbooks/dr_drill.yml (scratch stack ${DEMO_PROJECT}_drill beside the demo)"
+output=$(mktemp)
+trap 'rm -f "$output"' EXIT
 drill_rc=0
-ansible-playbook -i "$FLEET_DR_ROOT/examples/inventory.yml" "$FLEET_DR_ROOT/playbooks/dr_drill.yml" \
-    -e "dr_drill_artifact=$artifact" -e "dr_drill_work_dir=$DRILL_WORK_DIR" || drill_rc=$?
-report=$(find "$DEMO_BACKUP_DIR/drill-reports" -maxdepth 1 -name 'drill_*.md' 2>/dev/null | LC_ALL=C sort | tail -n 1)
+# The report of this run is the one its set_stats names (printed by the default callback as CUSTOM STATS).
+ANSIBLE_SHOW_CUSTOM_STATS=true ansible-playbook -i "$INVENTORY" "$FLEET_DR_ROOT/playbooks/dr_drill.yml" \
+    -e "dr_drill_work_dir=$DRILL_WORK_DIR" | tee "$output" || drill_rc=$?
+report=$(sed -n 's/.*"fleet_dr_drill_report": "\([^"]*\)".*/\1/p' "$output" | tail -n 1)
 [ "$drill_rc" = 0 ] || die "the DR drill failed (ansible-playbook exit $drill_rc); report: ${report:-none written}"
-log "DR drill passed; report: $report (also .json and .xml beside it; history $DEMO_BACKUP_DIR/drill-reports/drill_history.jsonl)"
+[ -n "$report" ] || die "the DR drill passed but its set_stats named no report"
+log "DR drill passed; report: $report (also .json and .xml beside it; history $(dirname "$report")/drill_history.jsonl)"

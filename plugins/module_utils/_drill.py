@@ -27,7 +27,7 @@ import errno
 import os
 import socket
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import (
     ComposeError,
     Commands,
@@ -38,6 +38,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import
     normalize_project_name,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import write_if_changed
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import rpo_seconds as restore_rpo_seconds
 
 SCRATCH_LABEL = 'fleet_telemetry.dr.scratch_of'
 COMPOSE_FILE = 'docker-compose.yml'
@@ -56,6 +57,8 @@ STEPS = (
     ('verified', 'restore and verify'),
 )
 TEARDOWN_STEP = 'tear down the scratch stack'
+REPORT_SUBDIR = 'drill-reports'
+HISTORY_NAME = 'drill_history.jsonl'
 
 
 class DrillError(ComposeError):
@@ -405,15 +408,9 @@ def _seconds_between(start, end):
 
 
 def rpo_seconds(manifest, at):
-    """Age of the backup at ``at`` (epoch seconds): since its snapshot (the manifest's ``started_at``, else ``finished_at``)."""
-    manifest = manifest or {}
-    for key in ('started_at', 'finished_at'):
-        if manifest.get(key):
-            try:
-                return round(float(at) - parse_timestamp(manifest[key]).timestamp(), 3)
-            except ValueError:
-                continue
-    return None
+    """Age of the backup at ``at`` (epoch seconds), from its manifest's ``started_at``: the restore's RPO, one definition."""
+    started = datetime.datetime.fromtimestamp(float(at), datetime.timezone.utc)
+    return restore_rpo_seconds({'started_at': (manifest or {}).get('started_at')}, started)
 
 
 def drill_steps(marks, failure=None, teardown=None):
@@ -484,3 +481,38 @@ def format_timestamp_epoch(value):
     if value is None:
         return None
     return format_timestamp(datetime.datetime.fromtimestamp(float(value), datetime.timezone.utc))
+
+
+def report_location(started, backup_dir, report_dir=None, history=None):
+    """``{report_name, report_dir, history_path}`` of a drill that started at ``started`` (epoch seconds).
+
+    The name is ``drill_<UTC start, %Y-%m-%d_%H-%M-%S>``; the directory ``report_dir``, else ``<backup_dir>/drill-reports``;
+    the history ``history``, else ``<report dir>/drill_history.jsonl``.
+    """
+    if not (report_dir or backup_dir):
+        raise DrillError('the drill report needs a directory: set backup_dir (fleet_dr_backup_dir) or report_dir (dr_drill_report_dir)',
+                         code='bad_option')
+    directory = report_dir or os.path.join(backup_dir, REPORT_SUBDIR)
+    when = datetime.datetime.fromtimestamp(float(started), datetime.timezone.utc)
+    return {'report_name': 'drill_%s' % when.strftime('%Y-%m-%d_%H-%M-%S'), 'report_dir': directory,
+            'history_path': history or os.path.join(directory, HISTORY_NAME)}
+
+
+def parse_marks(marks):
+    """The marks as floats (empty values dropped); DrillError ``bad_option`` when one is not a number."""
+    try:
+        return dict((key, float(value)) for key, value in (marks or {}).items() if value not in (None, ''))
+    except (TypeError, ValueError):
+        raise DrillError('marks must map step names to epoch seconds (numbers)', code='bad_option') from None
+
+
+def summary(params):
+    """The result of dr_drill_summary: the report data, its status and message, and where the report goes."""
+    marks = parse_marks(params['marks'])
+    if marks.get('started') is None:
+        raise DrillError('marks must hold started, the epoch seconds at which the drill started', code='bad_option')
+    data = report_data(marks, artifact=params.get('artifact'), stack=params.get('stack'), restore=params.get('restore'),
+                       failure=params.get('failure'), teardown=params.get('teardown'), database=params.get('database'))
+    result = dict(changed=False, status=data['status'], data=data, msg=data['msg'])
+    result.update(report_location(marks['started'], params.get('backup_dir') or '', params.get('report_dir'), params.get('history')))
+    return result

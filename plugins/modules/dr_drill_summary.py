@@ -13,8 +13,9 @@ description:
     M(fleet_telemetry.dr.dr_report) writes - status, failed step, steps with their seconds, RTO, RPO, artifact, target,
     per-table counts and photos.
   - RTO is the time from the drill's start (mark C(started)) to the verified restore (mark C(verified)).
-  - RPO is the age of the backup at the drill's start, from the manifest's C(started_at) (the dump's snapshot), else its
-    C(finished_at).
+  - RPO is the age of the backup at the drill's start, from the manifest's C(started_at) (the dump's snapshot), computed as the
+    restore role computes it; none without a manifest.
+  - Also says where the report goes (RV(report_name), RV(report_dir), RV(history_path)), for M(fleet_telemetry.dr.dr_report).
   - Reads and writes nothing; the role of the drill calls it in its C(always) section, after the teardown.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
@@ -61,6 +62,15 @@ options:
   database:
     description: The database drilled; default the manifest's.
     type: str
+  backup_dir:
+    description: The backup directory; the reports go to C(<backup_dir>/drill-reports) unless O(report_dir) is set.
+    type: path
+  report_dir:
+    description: Directory of the reports (returned as RV(report_dir)). One of O(backup_dir) and O(report_dir) is required.
+    type: path
+  history:
+    description: JSON-lines history of the drills. Default C(<report dir>/drill_history.jsonl).
+    type: path
 seealso:
   - module: fleet_telemetry.dr.dr_report
 """
@@ -89,11 +99,28 @@ data:
     C(rto_seconds), C(rpo_seconds), C(database), C(artifact), C(target), C(tables), C(photos), C(steps)).
   returned: success
   type: dict
+report_name:
+  description: Name of the report files, C(drill_<UTC start time>).
+  returned: success
+  type: str
+  sample: drill_2026-12-06_04-00-03
+report_dir:
+  description: Directory of the reports, O(report_dir) or C(<backup_dir>/drill-reports).
+  returned: success
+  type: str
+history_path:
+  description: The history of the drills, O(history) or C(<report dir>/drill_history.jsonl).
+  returned: success
+  type: str
+error_code:
+  description: V(bad_option) when a mark is not a number, C(started) is missing, or neither O(backup_dir) nor O(report_dir) is set.
+  returned: failure
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import report_data
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import DrillError, summary
 
 
 def main():
@@ -106,18 +133,18 @@ def main():
             failure=dict(type='dict'),
             teardown=dict(type='dict'),
             database=dict(type='str'),
+            backup_dir=dict(type='path'),
+            report_dir=dict(type='path'),
+            history=dict(type='path'),
         ),
         supports_check_mode=True,
     )
-    params = module.params
     try:
-        marks = dict((key, float(value)) for key, value in params['marks'].items() if value not in (None, ''))
-    except (TypeError, ValueError):
-        module.fail_json(msg='marks must map step names to epoch seconds (numbers)', error_code='bad_option', changed=False)
+        result = summary(module.params)
+    except DrillError as exc:
+        module.fail_json(changed=False, **exc.to_result())
         return
-    data = report_data(marks, artifact=params['artifact'], stack=params['stack'], restore=params['restore'], failure=params['failure'],
-                       teardown=params['teardown'], database=params['database'])
-    module.exit_json(changed=False, status=data['status'], data=data, msg=data['msg'])
+    module.exit_json(**result)
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import stat
@@ -12,6 +13,7 @@ import stat
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _drill as dr
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _restore_plan as restore_plan
 from ansible_collections.fleet_telemetry.dr.plugins.modules import dr_scratch_stack
 from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
 
@@ -162,9 +164,30 @@ T0 = 1796119200.0  # 2026-12-01T10:00:00Z
 
 def test_rpo_is_the_age_of_the_snapshot_at_the_start():
     assert dr.rpo_seconds(MANIFEST, T0) == 4 * 3600
-    assert dr.rpo_seconds({'finished_at': '2026-12-01T06:00:30Z'}, T0) == 4 * 3600 - 30
+    assert dr.rpo_seconds({'finished_at': '2026-12-01T06:00:30Z'}, T0) is None
     assert dr.rpo_seconds({'started_at': 'yesterday'}, T0) is None
     assert dr.rpo_seconds(None, T0) is None
+
+
+def test_rpo_is_the_restore_s_rpo():
+    started = datetime.datetime.fromtimestamp(T0, datetime.timezone.utc)
+    assert dr.rpo_seconds(MANIFEST, T0) == restore_plan.rpo_seconds({'started_at': MANIFEST['started_at']}, started)
+
+
+@pytest.mark.parametrize('backup_dir, report_dir, history, expected_dir, expected_history', [
+    ('/b', None, None, '/b/drill-reports', '/b/drill-reports/drill_history.jsonl'),
+    ('/b', '/r', None, '/r', '/r/drill_history.jsonl'),
+    ('', '/r', '/h/x.jsonl', '/r', '/h/x.jsonl'),
+])
+def test_report_location(backup_dir, report_dir, history, expected_dir, expected_history):
+    assert dr.report_location(T0 + 3.7, backup_dir, report_dir, history) == {
+        'report_name': 'drill_2026-12-01_10-00-03', 'report_dir': expected_dir, 'history_path': expected_history}
+
+
+def test_report_location_needs_a_directory():
+    with pytest.raises(dr.DrillError) as err:
+        dr.report_location(T0, '', None)
+    assert err.value.code == 'bad_option'
 
 
 def marks(*names):

@@ -10,14 +10,17 @@ from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness im
 def test_marks_as_strings_give_rto_and_steps():
     marks = {'started': '100', 'leased': '100.5', 'selected': '101.5', 'planned': '102', 'up': 110, 'verified': '130.5', 'teardown_started': '131',
              'torn_down': '134'}
-    outcome, result = run_main(dr_drill_summary.main, {'marks': marks, 'teardown': {'ok': True, 'msg': 'nothing left'}})
+    outcome, result = run_main(dr_drill_summary.main, {'marks': marks, 'teardown': {'ok': True, 'msg': 'nothing left'}, 'backup_dir': '/b'})
     assert outcome == 'exit' and result['changed'] is False and result['status'] == 'passed'
+    assert result['report_name'] == 'drill_1970-01-01_00-01-40' and result['report_dir'] == '/b/drill-reports'
+    assert result['history_path'] == '/b/drill-reports/drill_history.jsonl'
     assert result['data']['rto_seconds'] == 30.5
     assert [step['seconds'] for step in result['data']['steps']] == [0.5, 1.0, 0.5, 8.0, 20.5, 3.0]
 
 
 def test_failure_is_reported_not_raised():
-    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1, 'leased': 2}, 'failure': {'msg': 'no artifact verifies'}},
+    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1, 'leased': 2}, 'failure': {'msg': 'no artifact verifies'},
+                                                        'report_dir': '/r'},
                                check_mode=True)
     assert outcome == 'exit' and result['status'] == 'failed'
     assert result['data']['failed_step'] == 'select the artifact' and result['msg'] == 'no artifact verifies'
@@ -26,3 +29,8 @@ def test_failure_is_reported_not_raised():
 def test_marks_must_be_numbers():
     outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 'noon'}})
     assert outcome == 'fail' and result['error_code'] == 'bad_option'
+
+
+def test_without_a_directory_for_the_report():
+    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1}})
+    assert outcome == 'fail' and result['error_code'] == 'bad_option' and 'fleet_dr_backup_dir' in result['msg']

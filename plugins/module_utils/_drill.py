@@ -194,6 +194,40 @@ def isolation_problems(stack, production):
     return problems
 
 
+def port_is_free(port, host='127.0.0.1'):
+    """Whether ``host:port`` can be bound right now (nobody, production or not, listens on it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _label_of(cmds, kind, name):
+    """The scratch label of the container or volume ``name``, '' when it has none, None when it does not exist."""
+    rc, out, dummy = cmds.docker([kind, 'inspect', '--format', '{{index %s "%s"}}' % (
+        '.Config.Labels' if kind == 'container' else '.Labels', SCRATCH_LABEL), name])
+    if rc != 0:
+        return None
+    value = out.strip()
+    return '' if value == '<no value>' else value
+
+
+def name_problems(cmds, stack):
+    """Sentences about the scratch container and volume names when they exist and are not our leftovers.
+
+    Read only, and independent of production's container (which may be down): whatever holds such a name is not ours.
+    """
+    problems = []
+    for kind, name in (('container', stack['container_name']), ('volume', stack['volume'])):
+        label = _label_of(cmds, kind, name)
+        if label is not None and label != stack['production_project']:
+            problems.append('a %s named %s exists and is not a scratch stack of %s: choose another dr_drill_project_name'
+                            % (kind, name, stack['production_project']))
+    return problems
+
+
 def compose_definition(stack):
     """The scratch compose file as a dict: one db service, own volume, container name and loopback port, labelled."""
     labels = {SCRATCH_LABEL: stack['production_project']}
@@ -350,12 +384,20 @@ def run_present(cmds, stack, check_mode=False):
         if foreign:
             raise DrillError('compose project %s already exists and is not a scratch stack of %s (%s): choose another dr_drill_project_name'
                              % (stack['project_name'], stack['production_project'], ', '.join(foreign)), code='not_ours')
+    problems = name_problems(cmds, stack)
+    if problems:
+        raise DrillError(problems[0], code='not_isolated')
+    if not is_empty(found):
         result['stale_removed'] = names(found)
         result['changed'] = True
         if not check_mode:
             failures = remove_found(cmds, found)
             if failures:
                 raise DrillError('cannot remove the leftovers of an earlier drill: %s' % failures[0], code='teardown_failed')
+    # In check mode leftovers may still hold the port; they would be removed first.
+    if not (check_mode and result['stale_removed']) and not port_is_free(stack['port']):
+        raise DrillError('port %s on 127.0.0.1 is in use: choose another dr_drill_port (0 picks a free one)' % stack['port'],
+                         code='not_isolated')
     result['changed'] = write_compose_file(stack, check_mode) or result['changed']
     verb = 'would write' if check_mode else 'wrote'
     result['msg'] = '%s the scratch stack %s (image %s, container %s, volume %s, 127.0.0.1:%s)%s' % (

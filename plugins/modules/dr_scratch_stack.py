@@ -16,6 +16,11 @@ description:
   - Production's compose file is not reused (its fixed C(container_name) and published port would collide). Production's
     db container is only read (C(docker ps) by compose's labels and C(docker inspect)), to take its image and to prove
     that the scratch project name, container name, volume and port differ from production's.
+  - Whether production's db container is found or not, the task fails with RV(error_code=not_isolated) when a container
+    or volume of the scratch names exists without the scratch label of this production, or when the port is in use on
+    127.0.0.1. With production down, what its compose file would create or publish when it starts again is not known
+    here; the scratch names derive from the scratch project name, so they differ unless production's file names its
+    volumes explicitly.
   - Containers, volumes and networks of the scratch project carry the label C(fleet_telemetry.dr.scratch_of=<production project>).
     Leftovers of an earlier drill of the same production (a killed run) are removed first; anything under the scratch
     project name without that label is never touched and fails the task with RV(error_code=not_ours).
@@ -133,7 +138,10 @@ msg:
   returned: always
   type: str
 error_code:
-  description: Stable code of a failure, V(no_production), V(not_isolated), V(not_ours), V(teardown_failed), V(no_docker) or V(compose_failed).
+  description:
+    - Stable code of a failure, V(bad_option) (a port out of range, a missing production directory, a scratch name that
+      normalizes to nothing), V(bad_destination) (the scratch directory cannot be written or removed), V(no_production),
+      V(not_isolated), V(not_ours), V(teardown_failed), V(no_docker) or V(compose_failed).
   returned: failure
   type: str
 project_name:

@@ -452,3 +452,24 @@ def test_check_mode_fails_when_no_artifact_verifies(site):
     assert 'the DR drill would fail at task Select the artifact' in output
     assert (sorted(os.listdir(site.report_dir)) if os.path.isdir(site.report_dir) else []) == reports
     assert site.scratch_leftovers() == NOTHING_LEFT
+
+
+def test_a_runbook_dump_without_manifest_can_be_drilled_when_named(site):
+    """The runbook's own backup (plain pg_dump, no manifest), named with dr_drill_artifact: restored and verified by its COPY counts."""
+    directory = os.path.join(site.base, 'runbook')
+    os.makedirs(directory, 0o700)
+    path = os.path.join(directory, 'backup_2026-12-01_03-00-00.sql')
+    with open(path, 'wb') as fileobj:
+        proc = subprocess.run(['docker', 'exec', site.stack.container, 'pg_dump', '-U', 'challengeuser', 'telemetry_db'], stdout=fileobj,
+                              stderr=subprocess.PIPE, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert not os.path.exists(path + '.manifest.json')
+    drill = _drill(site, vars_name='runbook.json', dr_drill_artifact=path)
+    assert drill.rc == 0, drill.output[-6000:]
+    document, dummy, dummy2 = _load(drill)
+    assert document['status'] == 'passed' and document['artifact']['path'] == path
+    assert dict((row['table'], row['actual']) for row in document['tables']) == site.stack.counts(TABLES)
+    assert document['photos']['checked'] == document['photos']['total'] > 0 and document['photos']['failed'] == 0
+    assert document['rpo_seconds'] is None
+    assert drill.after == drill.before
+    assert drill.leftovers == NOTHING_LEFT

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import socket
 import stat
 
 import pytest
@@ -473,3 +474,54 @@ def test_module_refuses_a_work_dir_inside_production(tmp_path, monkeypatch):
     outcome, result = run_main(dr_scratch_stack.main, args)
     assert outcome == 'fail' and result['error_code'] == 'not_isolated', result
     assert os.listdir(args['production_project_src']) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Isolation without production's container (production down): names and the port
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('kind, name', [('volume', SCRATCH + '_db_data'), ('container', SCRATCH + '_db')])
+def test_present_refuses_a_scratch_name_that_someone_else_holds(tmp_path, kind, name):
+    fake = FakeDocker()
+    fake.add(kind, name, 'someone_else', label=None)
+    plan = stack(tmp_path, production={})
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_present(dr.scratch_commands(plan, fake), plan)
+    assert err.value.code == 'not_isolated' and name in str(err.value) and len(fake.objects) == 1
+    assert not os.path.exists(plan['project_src'])
+
+
+def test_present_accepts_a_volume_name_of_our_own_leftovers(tmp_path):
+    fake = FakeDocker()
+    fake.add('volume', SCRATCH + '_db_data', 'someone_else', label=PROD)
+    plan = stack(tmp_path, production={})
+    assert dr.run_present(dr.scratch_commands(plan, fake), plan)['changed'] is True
+
+
+@pytest.fixture
+def busy_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+def test_present_refuses_a_port_in_use_without_production(tmp_path, busy_port):
+    plan = stack(tmp_path, port=busy_port, production={})
+    with pytest.raises(dr.DrillError) as err:
+        dr.run_present(dr.scratch_commands(plan, FakeDocker()), plan)
+    assert err.value.code == 'not_isolated' and 'port %d' % busy_port in str(err.value)
+    assert not os.path.exists(plan['project_src'])
+
+
+def test_check_mode_does_not_blame_the_port_on_leftovers_it_would_remove(tmp_path, busy_port):
+    fake = FakeDocker()
+    scratch_leftovers(fake)
+    plan = stack(tmp_path, port=busy_port)
+    result = dr.run_present(dr.scratch_commands(plan, fake), plan, check_mode=True)
+    assert result['stale_removed'] and len(fake.objects) == 3
+
+
+def test_port_is_free(busy_port):
+    assert dr.port_is_free(busy_port) is False
+    assert dr.port_is_free(dr.free_loopback_port()) is True

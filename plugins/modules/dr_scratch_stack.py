@@ -25,7 +25,7 @@ description:
     Leftovers of an earlier drill of the same production (a killed run) are removed first; anything under the scratch
     project name without that label is never touched and fails the task with RV(error_code=not_ours).
   - With O(state=absent), removes whatever of the scratch project is left (containers with C(docker rm -f -v), networks,
-    volumes), then its compose file and the directory once it is empty (never a whole tree: any other file is left in
+    volumes), then its compose file and the directory once it is empty (never a whole tree; any other file is left in
     place and fails the task), then proves that nothing of it is left (RV(error_code=teardown_failed) otherwise). Run it
     after C(compose_project state=absent remove_volumes=true), in an C(always) section.
 author:

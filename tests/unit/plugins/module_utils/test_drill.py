@@ -209,7 +209,8 @@ def test_report_data_of_a_passed_drill():
     assert data['rto_seconds'] == 50.0 and data['rpo_seconds'] == 4 * 3600
     assert data['started_at'] == '2026-12-01T10:00:00Z' and data['finished_at'] == '2026-12-01T10:01:03Z'
     assert [(s['name'], s['ok'], s['seconds']) for s in data['steps']] == [
-        ('take the drill lease', True, 10.0), ('select the artifact', True, 10.0), ('plan the scratch stack', True, 10.0), ('start the scratch stack', True, 10.0),
+        ('take the drill lease', True, 10.0), ('select the artifact', True, 10.0), ('plan the scratch stack', True, 10.0),
+        ('start the scratch stack', True, 10.0),
         ('restore and verify', True, 10.0), ('tear down the scratch stack', True, 3.0)]
     assert data['artifact']['started_at'] == '2026-12-01T06:00:00Z' and data['target']['project_name'] == SCRATCH
     assert data['photos'] == {'checked': 2, 'failed': 0, 'total': 2} and data['tables'] == restore['tables']

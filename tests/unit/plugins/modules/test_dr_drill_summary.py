@@ -19,9 +19,8 @@ def test_marks_as_strings_give_rto_and_steps():
 
 
 def test_failure_is_reported_not_raised():
-    outcome, result = run_main(dr_drill_summary.main, {'marks': {'started': 1, 'leased': 2}, 'failure': {'msg': 'no artifact verifies'},
-                                                        'report_dir': '/r'},
-                               check_mode=True)
+    args = {'marks': {'started': 1, 'leased': 2}, 'failure': {'msg': 'no artifact verifies'}, 'report_dir': '/r'}
+    outcome, result = run_main(dr_drill_summary.main, args, check_mode=True)
     assert outcome == 'exit' and result['status'] == 'failed'
     assert result['data']['failed_step'] == 'select the artifact' and result['msg'] == 'no artifact verifies'
 

@@ -39,9 +39,13 @@ SIZE_TARGET = 0.6
 RAW_SIZE_TARGET = 1.1
 PEAK_TARGET_MIB = 100
 FLAT_TARGET = 1.1
+# With --extra: the collection's other formats, to see which default could meet the targets.
+EXTRA_VARIANTS = (
+    ('collection (directory, gzip -1, jobs=2)', ' format=directory compression=gzip compression_level=1 jobs=2'),
+)
 
 
-def run_scale(stack, workdir, keep):
+def run_scale(stack, workdir, keep, extra=False):
     """Seed (or reuse) the stack of one scale and time every procedure; return {'results', 'load', 'db_size'}."""
     out = os.path.join(workdir, 'out-%d' % stack.scale)
     project, container = stack.project, stack.container
@@ -90,13 +94,27 @@ def run_scale(stack, workdir, keep):
         timed(RAW, ['bash', '-o', 'pipefail', '-c', 'docker exec -i %s pg_dump -U challengeuser -d telemetry_db --format=plain --clean '
                     '--if-exists | zstd -q -c -1 -T0 > %s' % (container, target)], target)
 
-        run = timed(COLLECTION, benchlib.ansible_module_argv(
-            'fleet_telemetry.dr.pg_logical_backup',
-            'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }}' % (benchlib.APP, project, out),
-            vars_file), env=stack.env)
-        result = benchlib.module_result(run['stdout'])
-        results[COLLECTION]['size'] = result['size']
-        results[COLLECTION]['artifact'] = os.path.basename(result['path'])
+        if extra:
+            for level in (0, 1):
+                name = 'pg_dump -Fd -j2 -Z%d' % level
+                try:
+                    timed(name, ['docker', 'exec', container, 'pg_dump', '-Fd', '-j2', '-Z%d' % level, '-f', '/tmp/bench.dir', '-U', 'challengeuser',
+                                 'telemetry_db'])
+                    results[name]['size'] = int(subprocess.run(['docker', 'exec', container, 'du', '-sb', '/tmp/bench.dir'],
+                                                               capture_output=True, text=True, check=True).stdout.split()[0])
+                finally:
+                    subprocess.run(['docker', 'exec', container, 'rm', '-rf', '/tmp/bench.dir'], check=False)
+
+        variants = [(COLLECTION, '')] + (list(EXTRA_VARIANTS) if extra else [])
+        for name, options in variants:
+            run = timed(name, benchlib.ansible_module_argv(
+                'fleet_telemetry.dr.pg_logical_backup',
+                'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }}%s' % (benchlib.APP, project, out, options),
+                vars_file), env=stack.env)
+            result = benchlib.module_result(run['stdout'])
+            results[name]['size'] = size_of(result['path'])
+            results[name]['artifact'] = os.path.basename(result['path'])
+            results[name]['timings'] = result['timings']
         loads.append(benchlib.load_line())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -117,7 +135,12 @@ def print_table(scale, measured):
                      '%.2f' % (res['size'] / base['size']), '%.2f' % (res['size'] / raw['size'])])
     print(benchlib.markdown_table(['procedure', 'wall s', 'size GB', 'peak MiB PSS (host side)', 'wall / runbook', 'size / runbook',
                                    'size / raw'], rows))
-    print('\ncollection artifact: %s; its peak sample (MiB PSS): %s\n' % (ours['artifact'], benchlib.describe_breakdown(ours['breakdown'])))
+    print('\ncollection artifact: %s; its peak sample (MiB PSS): %s' % (ours['artifact'], benchlib.describe_breakdown(ours['breakdown'])))
+    for name, res in results.items():
+        if 'timings' in res:
+            print('%s: module timings %s; ansible and the rest %.1f s' % (name, ', '.join('%s %.1f' % kv for kv in sorted(res['timings'].items())),
+                                                                       res['wall'] - res['timings'].get('total_seconds', 0)))
+    print('')
     checks = [('wall time <= %.1fx runbook' % WALL_TARGET, ours['wall'] / base['wall'], WALL_TARGET),
               ('size <= %.1fx runbook .sql' % SIZE_TARGET, ours['size'] / base['size'], SIZE_TARGET),
               ('size <= %.1fx raw pg_dump | zstd' % RAW_SIZE_TARGET, ours['size'] / raw['size'], RAW_SIZE_TARGET)]
@@ -145,6 +168,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--scales', default='1', help='comma-separated dataset scales, 1 = about 1.5 GB (default: %(default)s; the memory check uses 1,4)')
     parser.add_argument('--workdir', default=benchlib.DEFAULT_WORKDIR, help='where artifacts are written (default: %(default)s)')
+    parser.add_argument('--extra', action='store_true', help='also time pg_dump -Fd -j2 -Z0/-Z1 and the collection with format=directory, '
+                                                             'gzip -1, jobs=2 (the candidates for a faster default)')
     parser.add_argument('--keep', action='store_true', help='keep the seeded stacks for the next run, of this or the restore benchmark '
                                                             '(seeding is the slow part; remove them with bash bench/run.sh clean)')
     args = parser.parse_args()
@@ -152,7 +177,7 @@ def main():
     os.makedirs(args.workdir, exist_ok=True)
     all_results = {}
     for scale in benchlib.parse_scales(args.scales):
-        all_results[scale] = run_scale(benchlib.Stack(scale, args.workdir), args.workdir, args.keep)
+        all_results[scale] = run_scale(benchlib.Stack(scale, args.workdir), args.workdir, args.keep, args.extra)
         print_table(scale, all_results[scale])
         sys.stdout.flush()
     if len(all_results) > 1:

@@ -50,13 +50,13 @@ LABELS = {
     'pg_restore': '`pg_restore -j2` of a `-Fc -Z0` file in the container',
     'collection': 'collection, default backup (%s)',
     'collection-custom': 'collection, custom -Z0 backup, jobs=2',
-    'collection-directory': 'collection, directory -Z0 backup, jobs=2',
+    'collection-directory': 'collection, directory gzip -1 backup, jobs=2',
 }
 # Backup options of the collection's artifacts, per procedure (the default backup gets none).
 BACKUP_OPTIONS = {
     'collection': '',
     'collection-custom': ' format=custom compression=none',
-    'collection-directory': ' format=directory compression=none jobs=2',
+    'collection-directory': ' format=directory compression=gzip compression_level=1 jobs=2',
 }
 BASELINE = 'runbook-empty'
 
@@ -156,6 +156,31 @@ class Bench(object):
         return {'wall': wall, 'phases': phases, 'peak': max(peaks), 'peak_module': peak_module, 'breakdown': breakdown, 'wrong': wrong, 'extra': extra}
 
 
+PROFILE_QUERIES = (
+    ('photos as hex rows through `docker exec psql` (what the verification reads)', 'host',
+     "SELECT id, encode(data, 'hex') FROM photo ORDER BY id"),
+    ('photos as binary COPY through `docker exec psql`', 'host', 'COPY (SELECT id, data FROM photo ORDER BY id) TO STDOUT (FORMAT binary)'),
+    ('photos as hex rows, psql inside the container', 'container', "SELECT id, encode(data, 'hex') FROM photo ORDER BY id"),
+    ('photos as binary COPY, psql inside the container', 'container', 'COPY (SELECT id, data FROM photo ORDER BY id) TO STDOUT (FORMAT binary)'),
+)
+
+
+def profile(stack):
+    """Where the photo verification's time goes: server-side hex encoding vs the bytes through ``docker exec``."""
+    rows = []
+    psql = ['psql', '-X', '-At', '-U', benchlib.DB_USER, '-d', benchlib.DB_NAME, '-c']
+    for label, where, sql in PROFILE_QUERIES:
+        if where == 'host':
+            argv = ['sh', '-c', 'docker exec %s %s "%s" | wc -c' % (stack.container, ' '.join(psql), sql)]
+        else:
+            argv = ['docker', 'exec', stack.container, 'sh', '-c', '%s "%s" | wc -c' % (' '.join(psql), sql)]
+        run = measure(argv)
+        rows.append([label, '%.1f' % run['wall'], '%.2f' % (int(run['stdout'].split()[0]) / 1e9)])
+    run = measure(['sh', '-c', 'head -c 1000000000 /dev/zero | docker exec -i %s sh -c "cat > /dev/null"' % stack.container])
+    rows.append(['1 GB of zeros into `docker exec -i cat`', '%.1f' % run['wall'], '1.00'])
+    return rows
+
+
 def median_run(runs):
     """The run with the median wall time (of an odd count; the lower middle of an even one)."""
     ordered = sorted(runs, key=lambda r: r['wall'])
@@ -226,6 +251,7 @@ def main():
     parser.add_argument('--repeat', type=int, default=1, help='run every procedure this many times, in turn, and report the median '
                                                               '(default: %(default)s)')
     parser.add_argument('--workdir', default=benchlib.DEFAULT_WORKDIR, help='where artifacts are written (default: %(default)s)')
+    parser.add_argument('--profile', action='store_true', help='then time the ways of reading every photo out of the restored database')
     parser.add_argument('--keep', action='store_true', help='keep the stack (it ends holding the restored rows, checked equal to the '
                                                             'seeded ones) for the next run; remove it with bash bench/run.sh clean')
     args = parser.parse_args()
@@ -252,6 +278,10 @@ def main():
         complete = not results[procedures[-1]][-1]['wrong']
         print_report(stack, db_size, artifacts, results, bench.reference, loads, procedures)
         sys.stdout.flush()
+        if args.profile and complete:
+            benchlib.log('profile of the photo reads')
+            print('\n#### Photo reads (profile), load %s\n' % benchlib.load_line())
+            print(benchlib.markdown_table(['read', 'wall s', 'GB'], profile(stack)))
     finally:
         bench.close()
         if not args.keep or not complete:

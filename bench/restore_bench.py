@@ -217,7 +217,7 @@ def print_report(stack, db_size, artifacts, results, reference, loads, procedure
         if res['extra'].get('rc'):
             detail += ', rc=%d' % res['extra']['rc']
         label = default_label if name == 'collection' else LABELS[name]
-        path, size = artifacts[name]
+        size = artifacts[name][1]
         rows.append([label, '%.1f' % res['wall'], '%.2f' % (res['wall'] / base['wall']) if base else '-', '%.2f' % (size / 1e9),
                      '%.0f' % (res['peak'] / MIB), describe_rows(reference, res['wrong']), detail])
     print(benchlib.markdown_table(['procedure (end to end, from `down -v`)', 'wall s', 'wall / runbook (empty schema)', 'artifact GB',

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -138,8 +138,9 @@ def print_table(scale, measured):
     print('\ncollection artifact: %s; its peak sample (MiB PSS): %s' % (ours['artifact'], benchlib.describe_breakdown(ours['breakdown'])))
     for name, res in results.items():
         if 'timings' in res:
-            print('%s: module timings %s; ansible and the rest %.1f s' % (name, ', '.join('%s %.1f' % kv for kv in sorted(res['timings'].items())),
-                                                                       res['wall'] - res['timings'].get('total_seconds', 0)))
+            timings = ', '.join('%s %.1f' % kv for kv in sorted(res['timings'].items()))
+            rest = res['wall'] - res['timings'].get('total_seconds', 0)
+            print('%s: module timings %s; ansible and the rest %.1f s' % (name, timings, rest))
     print('')
     checks = [('wall time <= %.1fx runbook' % WALL_TARGET, ours['wall'] / base['wall'], WALL_TARGET),
               ('size <= %.1fx runbook .sql' % SIZE_TARGET, ours['size'] / base['size'], SIZE_TARGET),

@@ -1,214 +1,188 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 """Backup benchmark: this collection's backup against the runbook and raw pg_dump, measured in one run.
 
 For each scale (1 = about 1.5 GB of database, like OFFLINE.md's dataset) it brings up a scratch copy of
-examples/telemetry_app (own compose project, container and port), seeds it, and times, on the same data:
+examples/telemetry_app (own compose project, container and port, see benchlib.py), seeds it, dumps it
+once untimed (so every procedure finds the same warm cache), and times, on the same data:
 
 * runbook: ``docker-compose exec -T db pg_dump -U challengeuser telemetry_db > backup.sql`` (the seed's command);
 * pg_dump -Fc: ``docker-compose exec -T db pg_dump -Fc ... > backup.dump``;
 * pg_dump -Fd -j2: inside the container, to the container's disk;
-* raw: the exact pipeline the collection drives, by hand in a shell (``docker exec -i pg_dump ... | zstd``);
-* collection: ``ansible -m fleet_telemetry.dr.pg_logical_backup`` with its defaults.
+* raw: the exact pipeline the collection drives, by hand in a shell (``docker exec -i pg_dump ... | zstd -1 -T0``);
+* collection: ``ansible -m fleet_telemetry.dr.pg_logical_backup`` with its defaults and ``encryption_key``
+  (given, as the backup role gives ``fleet_dr_encryption_key``, so the key is proven on sample photos).
 
 It prints wall time, artifact size and peak memory (sum of PSS over the launched process tree, sampled
-every 20 ms, i.e. the Ansible side with ansible itself included; processes inside the container are not
-counted) and the ratios. Run it on an otherwise idle machine: the ratios come from one run, but other load
-slows the procedures unevenly.
-Run it with ``bash bench/run.sh`` (sets up the venv and collection path) or directly from that venv.
+every 100 ms: the host side, ansible itself included; processes inside the container are not counted),
+the ratios, and whether each target of the backup issue is met. Run it on an otherwise idle machine: the
+ratios come from one run, but other load slows the procedures unevenly; the load is printed with the table.
+Run it with ``bash bench/run.sh [backup] ...`` (sets up the venv and collection path) or directly from that venv.
 """
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-APP = os.path.join(REPO, 'examples', 'telemetry_app')
+import benchlib
+from benchlib import MIB, measure, size_of
 
-
-def _pss(pid):
-    """Proportional set size of a process in bytes: shared pages are split between their users, so the
-    forked Ansible worker that shares most of its memory with its parent is not counted twice."""
-    try:
-        with open('/proc/%d/smaps_rollup' % pid) as handle:
-            for line in handle:
-                if line.startswith('Pss:'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+RUNBOOK = 'runbook'
+RAW = 'raw (pg_dump | zstd -1)'
+COLLECTION = 'collection (defaults)'
+WALL_TARGET = 0.7
+SIZE_TARGET = 0.6
+RAW_SIZE_TARGET = 1.1
+PEAK_TARGET_MIB = 100
+FLAT_TARGET = 1.1
+# With --extra: the collection's other formats, to see which default could meet the targets.
+EXTRA_VARIANTS = (
+    ('collection (directory, gzip -1, jobs=2)', ' format=directory compression=gzip compression_level=1 jobs=2'),
+)
 
 
-def tree_rss(root_pid):
-    """Sum of PSS (bytes) of ``root_pid`` and all its descendants."""
-    children = {}
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open('/proc/%s/stat' % entry) as handle:
-                fields = handle.read().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += _pss(pid)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-def measure(argv, env=None, cwd=None):
-    """Run a command; return (wall seconds, peak tree RSS bytes, stdout)."""
-    out = tempfile.TemporaryFile()
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
-    peak = [0]
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], tree_rss(proc.pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    err = proc.stderr.read()
-    rc = proc.wait()
-    wall = time.monotonic() - start
-    done.set()
-    sampler.join()
-    out.seek(0)
-    stdout = out.read().decode('utf-8', 'replace')
-    if rc != 0:
-        raise SystemExit('command failed (rc=%s): %s\n%s\n%s' % (rc, ' '.join(argv)[:300], stdout[-2000:], err.decode()[-2000:]))
-    return wall, peak[0], stdout
-
-
-def compose(project, env, *args):
-    subprocess.run(['docker-compose', '-p', project] + list(args), cwd=APP, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def up_and_seed(project, port, scale, env):
-    compose(project, env, 'up', '-d', 'db')
-    container = env['DB_CONTAINER_NAME']
-    for _ in range(120):
-        state = subprocess.run(['docker', 'inspect', '-f', '{{.State.Health.Status}}', container],
-                               capture_output=True, text=True, check=False).stdout.strip()
-        if state == 'healthy':
-            break
-        time.sleep(1)
-    count = subprocess.run(['docker', 'exec', container, 'psql', '-X', '-At', '-U', 'challengeuser', '-d', 'telemetry_db',
-                            '-c', 'SELECT count(*) FROM photo'], capture_output=True, text=True, check=True).stdout.strip()
-    if count == '0':
-        print('seeding %s at scale %s (about %d MB)...' % (project, scale, 1500 * scale), file=sys.stderr)
-        subprocess.run([sys.executable, os.path.join(APP, 'seed.py'), '--size', 'bench', '--target-mb', str(int(1500 * scale)),
-                        '--psql', 'docker exec -i %s psql -X -v ON_ERROR_STOP=1 -q -U challengeuser -d telemetry_db' % container],
-                       env=env, check=True, stdout=subprocess.DEVNULL)
-    return container
-
-
-def size_of(path):
-    if os.path.isdir(path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, dummy, files in os.walk(path) for f in files)
-    return os.path.getsize(path)
-
-
-def run_scale(scale, workdir, keep):
-    project = 'fdrbench%d' % scale
-    env = dict(os.environ, POSTGRES_PASSWORD='bench-%d' % os.getpid(), DB_PORT=str(55460 + scale),
-               DB_CONTAINER_NAME='%s_db' % project, ENCRYPTION_KEY=os.urandom(32).hex())
-    keyfile = os.path.join(workdir, 'key-%d' % scale)
-    if os.path.exists(keyfile):
-        with open(keyfile) as handle:
-            env['ENCRYPTION_KEY'] = handle.read().strip()
-    else:
-        with open(keyfile, 'w') as handle:
-            handle.write(env['ENCRYPTION_KEY'])
-    container = up_and_seed(project, env['DB_PORT'], scale, env)
-    out = os.path.join(workdir, 'out-%d' % scale)
+def run_scale(stack, workdir, keep, extra=False):
+    """Seed (or reuse) the stack of one scale and time every procedure; return {'results', 'load', 'db_size'}."""
+    out = os.path.join(workdir, 'out-%d' % stack.scale)
+    project, container = stack.project, stack.container
     results = {}
+    loads = []
+    vars_file = benchlib.secret_vars_file(workdir, 'backup-vars-%d' % stack.scale, {'bench_encryption_key': stack.key})
     try:
+        stack.ensure_seeded()
+        db_size = stack.database_size()
+
         def fresh():
             shutil.rmtree(out, ignore_errors=True)
             os.makedirs(out)
-            subprocess.run(['sync'], check=True)
+            benchlib.sync()
 
-        fresh()
+        benchlib.log('scale %dx: warm-up dump (untimed)' % stack.scale)
+        subprocess.run(['sh', '-c', 'docker exec %s pg_dump -U %s %s > /dev/null' % (container, benchlib.DB_USER, benchlib.DB_NAME)],
+                       check=True)
+        loads.append(benchlib.load_line())
+
+        def timed(name, argv, target=None, **kwargs):
+            fresh()
+            benchlib.log('scale %dx: %s' % (stack.scale, name))
+            run = measure(argv, **kwargs)
+            results[name] = {'wall': run['wall'], 'size': size_of(target) if target else None, 'peak': run['peak'],
+                             'peak_module': run['peak_subtree'], 'breakdown': run['breakdown']}
+            return run
+
         target = os.path.join(out, 'backup.sql')
-        wall, peak, dummy = measure(['sh', '-c', 'docker-compose -p %s exec -T db pg_dump -U challengeuser telemetry_db > %s' % (project, target)],
-                                    env=env, cwd=APP)
-        results['runbook'] = (wall, size_of(target), peak)
+        timed(RUNBOOK, ['sh', '-c', 'docker-compose -p %s exec -T db pg_dump -U challengeuser telemetry_db > %s' % (project, target)],
+              target, env=stack.env, cwd=benchlib.APP)
 
-        fresh()
         target = os.path.join(out, 'backup.dump')
-        wall, peak, dummy = measure(['sh', '-c', 'docker-compose -p %s exec -T db pg_dump -Fc -U challengeuser telemetry_db > %s' % (project, target)],
-                                    env=env, cwd=APP)
-        results['pg_dump -Fc'] = (wall, size_of(target), peak)
+        timed('pg_dump -Fc', ['sh', '-c', 'docker-compose -p %s exec -T db pg_dump -Fc -U challengeuser telemetry_db > %s' % (project, target)],
+              target, env=stack.env, cwd=benchlib.APP)
 
-        fresh()
-        wall, peak, dummy = measure(['docker', 'exec', container, 'pg_dump', '-Fd', '-j2', '-f', '/tmp/bench.dir', '-U', 'challengeuser', 'telemetry_db'])
-        size = int(subprocess.run(['docker', 'exec', container, 'du', '-sb', '/tmp/bench.dir'], capture_output=True, text=True,
-                                  check=True).stdout.split()[0])
-        subprocess.run(['docker', 'exec', container, 'rm', '-rf', '/tmp/bench.dir'], check=True)
-        results['pg_dump -Fd -j2'] = (wall, size, peak)
+        try:
+            timed('pg_dump -Fd -j2', ['docker', 'exec', container, 'pg_dump', '-Fd', '-j2', '-f', '/tmp/bench.dir', '-U', 'challengeuser',
+                                      'telemetry_db'])
+            results['pg_dump -Fd -j2']['size'] = int(subprocess.run(['docker', 'exec', container, 'du', '-sb', '/tmp/bench.dir'],
+                                                                    capture_output=True, text=True, check=True).stdout.split()[0])
+        finally:
+            subprocess.run(['docker', 'exec', container, 'rm', '-rf', '/tmp/bench.dir'], check=False)
 
-        fresh()
         target = os.path.join(out, 'raw.sql.zst')
-        wall, peak, dummy = measure(['bash', '-o', 'pipefail', '-c', 'docker exec -i %s pg_dump -U challengeuser -d telemetry_db --format=plain --clean '
-                                     '--if-exists | zstd -q -c -1 -T0 > %s' % (container, target)])
-        results['raw (pg_dump | zstd -1)'] = (wall, size_of(target), peak)
+        timed(RAW, ['bash', '-o', 'pipefail', '-c', 'docker exec -i %s pg_dump -U challengeuser -d telemetry_db --format=plain --clean '
+                    '--if-exists | zstd -q -c -1 -T0 > %s' % (container, target)], target)
 
-        fresh()
-        wall, peak, stdout = measure(['ansible', 'localhost', '-o', '-m', 'fleet_telemetry.dr.pg_logical_backup', '-a',
-                                      'project_src=%s project_name=%s backup_dir=%s' % (APP, project, out),
-                                      '-e', 'ansible_python_interpreter=%s' % sys.executable], env=env)
-        result = json.loads(stdout.split('=>', 1)[1])
-        results['collection (defaults)'] = (wall, result['size'], peak)
+        if extra:
+            for level in (0, 1):
+                name = 'pg_dump -Fd -j2 -Z%d' % level
+                try:
+                    timed(name, ['docker', 'exec', container, 'pg_dump', '-Fd', '-j2', '-Z%d' % level, '-f', '/tmp/bench.dir', '-U', 'challengeuser',
+                                 'telemetry_db'])
+                    results[name]['size'] = int(subprocess.run(['docker', 'exec', container, 'du', '-sb', '/tmp/bench.dir'],
+                                                               capture_output=True, text=True, check=True).stdout.split()[0])
+                finally:
+                    subprocess.run(['docker', 'exec', container, 'rm', '-rf', '/tmp/bench.dir'], check=False)
+
+        variants = [(COLLECTION, '')] + (list(EXTRA_VARIANTS) if extra else [])
+        for name, options in variants:
+            run = timed(name, benchlib.ansible_module_argv(
+                'fleet_telemetry.dr.pg_logical_backup',
+                'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }}%s' % (benchlib.APP, project, out, options),
+                vars_file), env=stack.env)
+            result = benchlib.module_result(run['stdout'])
+            results[name]['size'] = size_of(result['path'])
+            results[name]['artifact'] = os.path.basename(result['path'])
+            results[name]['timings'] = result['timings']
+        loads.append(benchlib.load_line())
     finally:
         shutil.rmtree(out, ignore_errors=True)
+        os.unlink(vars_file)
         if not keep:
-            compose(project, env, 'down', '-v')
-    return results
+            stack.down()
+    return {'results': results, 'loads': loads, 'db_size': db_size}
 
 
-def print_table(scale, results):
-    base_wall, base_size, dummy = results['runbook']
-    raw_wall, raw_size, dummy = results['raw (pg_dump | zstd -1)']
-    print('\nscale %sx (runbook .sql = %.2f GB)' % (scale, base_size / 1e9))
-    print('| procedure | wall s | size GB | peak MiB PSS (Ansible side) | wall / runbook | size / runbook | size / raw |')
-    print('|---|---|---|---|---|---|---|')
-    for name, (wall, size, peak) in results.items():
-        print('| %s | %.1f | %.2f | %.0f | %.2f | %.2f | %.2f |' % (name, wall, size / 1e9, peak / 2 ** 20, wall / base_wall, size / base_size,
-                                                                 size / raw_size))
+def print_table(scale, measured):
+    results = measured['results']
+    base, raw, ours = results[RUNBOOK], results[RAW], results[COLLECTION]
+    print('\n### Backup, scale %sx (database %.2f GB, runbook .sql %.2f GB)\n' % (scale, measured['db_size'] / 1e9, base['size'] / 1e9))
+    print('Load: %s\n' % ' / '.join(measured['loads']))
+    rows = []
+    for name, res in results.items():
+        rows.append([name, '%.1f' % res['wall'], '%.2f' % (res['size'] / 1e9), '%.0f' % (res['peak'] / MIB), '%.2f' % (res['wall'] / base['wall']),
+                     '%.2f' % (res['size'] / base['size']), '%.2f' % (res['size'] / raw['size'])])
+    print(benchlib.markdown_table(['procedure', 'wall s', 'size GB', 'peak MiB PSS (host side)', 'wall / runbook', 'size / runbook',
+                                   'size / raw'], rows))
+    print('\ncollection artifact: %s; its peak sample (MiB PSS): %s' % (ours['artifact'], benchlib.describe_breakdown(ours['breakdown'])))
+    for name, res in results.items():
+        if 'timings' in res:
+            timings = ', '.join('%s %.1f' % kv for kv in sorted(res['timings'].items()))
+            rest = res['wall'] - res['timings'].get('total_seconds', 0)
+            print('%s: module timings %s; ansible and the rest %.1f s' % (name, timings, rest))
+    print('')
+    checks = [('wall time <= %.1fx runbook' % WALL_TARGET, ours['wall'] / base['wall'], WALL_TARGET),
+              ('size <= %.1fx runbook .sql' % SIZE_TARGET, ours['size'] / base['size'], SIZE_TARGET),
+              ('size <= %.1fx raw pg_dump | zstd' % RAW_SIZE_TARGET, ours['size'] / raw['size'], RAW_SIZE_TARGET)]
+    rows = [[label, '%.2fx' % value, benchlib.verdict(value <= limit)] for label, value, limit in checks]
+    rows.append(['peak memory <= %d MiB (whole tree: ansible, its worker, the module and its commands)' % PEAK_TARGET_MIB,
+                 '%.0f MiB' % (ours['peak'] / MIB), benchlib.verdict(ours['peak'] / MIB <= PEAK_TARGET_MIB)])
+    rows.append(['peak memory <= %d MiB (the module process and its commands only)' % PEAK_TARGET_MIB,
+                 '%.0f MiB' % (ours['peak_module'] / MIB), benchlib.verdict(ours['peak_module'] / MIB <= PEAK_TARGET_MIB)])
+    print(benchlib.markdown_table(['target', 'measured', ''], rows))
+
+
+def print_flatness(all_results):
+    scales = sorted(all_results)
+    print('\n### Backup memory from %dx to %dx\n' % (scales[0], scales[-1]))
+    rows = []
+    for key, label in (('peak', 'whole tree'), ('peak_module', 'module and its commands')):
+        peaks = [all_results[s]['results'][COLLECTION][key] / MIB for s in scales]
+        ratio = peaks[-1] / peaks[0]
+        rows.append(['collection peak MiB PSS, %s' % label, ', '.join('%.0f at %dx' % (p, s) for p, s in zip(peaks, scales)),
+                     '%.2f' % ratio, benchlib.verdict(ratio <= FLAT_TARGET)])
+    print(benchlib.markdown_table(['measure', 'peaks', '%dx / %dx (flat: <= %.1f)' % (scales[-1], scales[0], FLAT_TARGET), ''], rows))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--scales', default='1', help='comma-separated dataset scales, 1 = about 1.5 GB (default: %(default)s; the memory check uses 1,4)')
-    parser.add_argument('--workdir', default='/var/tmp/fleet-dr-bench', help='where artifacts are written (default: %(default)s)')
-    parser.add_argument('--keep', action='store_true', help='keep the seeded stacks for the next run (seeding is the slow part)')
+    parser.add_argument('--workdir', default=benchlib.DEFAULT_WORKDIR, help='where artifacts are written (default: %(default)s)')
+    parser.add_argument('--extra', action='store_true', help='also time pg_dump -Fd -j2 -Z0/-Z1 and the collection with format=directory, '
+                                                             'gzip -1, jobs=2 (the candidates for a faster default)')
+    parser.add_argument('--keep', action='store_true', help='keep the seeded stacks for the next run, of this or the restore benchmark '
+                                                            '(seeding is the slow part; remove them with bash bench/run.sh clean)')
     args = parser.parse_args()
+    benchlib.terminate_on_sigterm()
     os.makedirs(args.workdir, exist_ok=True)
     all_results = {}
-    for scale in [int(s) for s in args.scales.split(',')]:
-        all_results[scale] = run_scale(scale, args.workdir, args.keep)
+    for scale in benchlib.parse_scales(args.scales):
+        all_results[scale] = run_scale(benchlib.Stack(scale, args.workdir), args.workdir, args.keep, args.extra)
         print_table(scale, all_results[scale])
+        sys.stdout.flush()
     if len(all_results) > 1:
-        scales = sorted(all_results)
-        peaks = [all_results[s]['collection (defaults)'][2] / 2 ** 20 for s in scales]
-        print('\ncollection peak memory: %s MiB (ratio largest/smallest %.2f)' % (
-            ', '.join('%.0f at %dx' % (p, s) for p, s in zip(peaks, scales)), peaks[-1] / peaks[0]))
+        print_flatness(all_results)
 
 
 if __name__ == '__main__':

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Runs the backup benchmark (bench/backup_bench.py) with the project's venv and this collection on the
-# collection path. Examples:
-#   bash bench/run.sh                      # 1x (~1.5 GB): time and size ratios
-#   bash bench/run.sh --scales 1,4 --keep  # adds the 4x dataset for the memory check; keeps seeded stacks
+# Runs the benchmarks with the project's venv and this collection on the collection path. Examples:
+#   bash bench/run.sh                          # backup benchmark at 1x (~1.5 GB): time, size and memory ratios
+#   bash bench/run.sh --scales 1,4 --keep      # adds the 4x dataset for the memory check; keeps seeded stacks
+#   bash bench/run.sh restore                  # restore benchmark at 1x (reuses a kept 1x stack)
+#   bash bench/run.sh restore --repeat 3       # median of three runs of every procedure
+#   bash bench/run.sh backup|restore --help    # options
+#   bash bench/run.sh clean                    # remove every bench stack, its volume, and the work directory
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/../scripts/lib.sh"
 "$FLEET_DR_ROOT/scripts/setup.sh" >/dev/null
 activate_venv
 use_checkout_collection
-python "$FLEET_DR_ROOT/bench/backup_bench.py" "$@"
+bench=backup_bench.py
+case "${1:-}" in
+    backup) shift ;;
+    restore) bench=restore_bench.py; shift ;;
+    clean) shift; exec python "$FLEET_DR_ROOT/bench/benchlib.py" clean "$@" ;;
+esac
+exec python "$FLEET_DR_ROOT/bench/$bench" "$@"

@@ -115,10 +115,10 @@ def output(proc):
     return proc.stdout + proc.stderr
 
 
-def failure_message(proc):
-    """The msg of the role's final failure task ("Stop with what failed and how to get back")."""
+def failure_message(proc, task='Stop with what failed and how to get back'):
+    """The msg of one of the role's final failure tasks (by default "Stop with what failed and how to get back")."""
     text = output(proc)
-    marker = 'TASK [fleet_telemetry.dr.restore : Stop with what failed and how to get back]'
+    marker = 'TASK [fleet_telemetry.dr.restore : %s]' % task
     assert marker in text, 'the run did not end in the role\'s failure task:\n%s' % text[-6000:]
     prefix = 'fatal: [%s]: FAILED! => ' % HOST
     for line in text[text.index(marker):].splitlines():
@@ -435,6 +435,23 @@ def test_artifact_broken_after_down_v_is_recovered_from_the_safety_dump(producti
     production.stack.wait_healthy()
     recovered = production.command(recovery_command(msg))
     assert recovered.returncode == 0, output(recovered)[-6000:]
+    assert production.state() == before
+
+
+def test_report_write_failure_after_a_good_restore_is_no_rollback(production, plain_backup):
+    """The report directory cannot be created (its parent is a file): the restore itself passed, so the run fails on the
+    report alone, says the database was restored and never offers a way back; the lease is given up."""
+    before = production.state()
+    blocker = os.path.join(production.workdir, 'not-a-directory')
+    with open(blocker, 'w') as fileobj:
+        fileobj.write('a file where the report directory\'s parent should be\n')
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup,
+                              '-e', 'restore_report_dir=' + os.path.join(blocker, 'reports'))
+    assert proc.returncode != 0
+    msg = failure_message(proc, 'Stop when the report of a good restore could not be written')
+    assert 'restored and verified telemetry_db from %s' % plain_backup in msg and 'could not be written' in msg, msg
+    assert 'already removed' not in msg and 'to bring it back' not in msg, msg
+    assert not os.path.exists(os.path.join(production.backup_dir, '.restore-telemetry_db.lease.json'))
     assert production.state() == before
 
 

@@ -25,7 +25,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     stream_pipeline,
     validate_format,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, restore_in_progress
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import SnapshotSession, server_facts
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
@@ -161,6 +161,9 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         if not check_mode:
             raise
         dir_missing = True
+    restoring = restore_in_progress(req.backup_dir, conn.database)
+    if restoring:
+        raise restoring
     started = clock()
     name = _artifact.artifact_name(datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc),
                                    req.dump_format, req.compression, prefix=req.prefix)
@@ -182,6 +185,11 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         return result
 
     with BackupLock(req.backup_dir, 'backup-%s' % conn.database, purpose='backup of %s to %s' % (conn.database, path)):
+        # Again under the lock: a restore takes its lease, then checks this lock is free (run_lease's exclude_locks), so
+        # with both looks after their own marks, one of the two always sees the other.
+        restoring = restore_in_progress(req.backup_dir, conn.database)
+        if restoring:
+            raise restoring
         with SnapshotSession(conn) as session:
             facts = server_facts(session)
             if req.check_free_space:

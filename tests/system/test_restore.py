@@ -275,6 +275,21 @@ def test_a_second_restore_while_one_runs_is_refused(production, plain_backup):
     assert all(production.state()['counts'][table] == count for table, count in manifest['row_counts'].items())
 
 
+def test_a_backup_while_a_restore_holds_its_lease_is_refused(production):
+    """A restore's lease (taken by another run's token) in the backup directory: backup.yml writes nothing and says why."""
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock
+    listing = sorted(p for p in os.listdir(production.backup_dir) if not p.startswith('.'))
+    _lock.acquire_lease(production.backup_dir, 'restore-telemetry_db', 'another-run', 600, 'restore of telemetry_db')
+    try:
+        proc = production.playbook(BACKUP_PLAYBOOK)
+    finally:
+        assert _lock.release_lease(production.backup_dir, 'restore-telemetry_db', 'another-run')
+    assert proc.returncode != 0
+    assert 'a backup of telemetry_db is refused while a restore of it runs' in output(proc), output(proc)[-4000:]
+    assert '"error_code": "lock_held"' in output(proc), output(proc)[-4000:]
+    assert sorted(p for p in os.listdir(production.backup_dir) if not p.startswith('.')) == listing
+
+
 def test_newest_is_never_a_safety_dump(production):
     """After a restore its safety dump is the newest file under the backup directory, yet the newest backup is picked."""
     newest_backup = newest_artifact(production.backup_dir)

@@ -111,6 +111,18 @@ def describe_holder(holder, purpose):
         what, holder.get('pid'), user, holder.get('host', 'unknown'), holder.get('started_at', 'an unknown time'))
 
 
+def _held_error(path, purpose):
+    """The ``LockHeldError`` of the held lock file ``path``: its holder's details, read again while still empty."""
+    holder = {}
+    for attempt in range(_HOLDER_READ_RETRIES):
+        holder = read_holder(path)
+        if holder.get('pid'):
+            break
+        if attempt + 1 < _HOLDER_READ_RETRIES:
+            time.sleep(_HOLDER_READ_PAUSE)
+    return LockHeldError(describe_holder(holder, purpose), holder, path)
+
+
 class BackupLock:
     """Exclusive advisory lock ``<directory>/.<name>.lock``; a context manager.
 
@@ -150,14 +162,7 @@ class BackupLock:
                             % (self.path, exc.strerror or exc, self.directory)) from None
 
     def _held_error(self):
-        holder = {}
-        for attempt in range(_HOLDER_READ_RETRIES):
-            holder = read_holder(self.path)
-            if holder.get('pid'):
-                break
-            if attempt + 1 < _HOLDER_READ_RETRIES:
-                time.sleep(_HOLDER_READ_PAUSE)
-        return LockHeldError(describe_holder(holder, self.purpose), holder, self.path)
+        return _held_error(self.path, self.purpose)
 
     def acquire(self):
         """Take the lock or raise ``LockHeldError`` (after ``timeout``) / ``LockError``; return self."""
@@ -287,16 +292,23 @@ def _write_lease(path, lease):
 def lock_is_held(directory, name):
     """``LockHeldError`` naming the holder when another process holds the flock ``name`` in ``directory``, else None.
 
-    Nothing is created: a missing lock file means nobody holds it."""
+    Nothing is created or written: the file is opened read-only (a missing one means nobody holds it), and a free lock
+    is taken and dropped at once."""
     path = lock_path(directory, name)
-    if not os.path.exists(path):
-        return None
-    probe = BackupLock(directory, name, purpose='restore (checking that no backup runs)')
     try:
-        probe.acquire()
-    except LockHeldError as exc:
-        return exc
-    probe.release()
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOFOLLOW', 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LockError('cannot read the lock file %s: %s' % (path, exc.strerror or exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise LockError('cannot lock %s: %s' % (path, exc.strerror or exc)) from None
+        return _held_error(path, 'backup of %s' % name)
+    finally:
+        os.close(fd)
     return None
 
 

@@ -127,6 +127,17 @@ def failure_message(proc, task='Stop with what failed and how to get back'):
     raise AssertionError('no failure line after the failure task:\n%s' % text[-6000:])
 
 
+def task_status(proc, task):
+    """The status word (ok, changed, skipping, fatal ...) of the role's task ``task`` in the run's output."""
+    text = output(proc)
+    marker = 'TASK [fleet_telemetry.dr.restore : %s]' % task
+    assert marker in text, 'no task %s in the output:\n%s' % (task, text[-6000:])
+    for line in text[text.index(marker) + len(marker):].splitlines():
+        if line.endswith(': [%s]' % HOST) or ': [%s]' % HOST in line:
+            return line.split(':', 1)[0]
+    raise AssertionError('no status line after %s' % marker)
+
+
 def reports(production):
     paths = sorted(glob.glob(os.path.join(production.backup_dir, 'reports', 'restore_*.json')), key=os.path.getmtime)
     return [json.load(open(p)) for p in paths]
@@ -311,13 +322,19 @@ def test_runbook_backup_restores_and_verifies(production):
     assert all(t['ok'] and t['source'] == 'dump' for t in report['tables']), report['tables']
 
 
-def test_check_mode_changes_nothing(production):
+def test_check_mode_changes_nothing(production, plain_backup):
     before = production.state()
     container = production.stack.container
     listing = tree(production.backup_dir)
     proc = production.restore('--check', '-e', 'restore_confirm=true')
     assert proc.returncode == 0, output(proc)[-6000:]
     assert 'check mode: would restore' in output(proc)
+    # A real run recreates the containers after down -v, so check mode reports the two starts as changes.
+    assert task_status(proc, 'Remove the stack and its volumes (down -v)') == 'changed'
+    assert task_status(proc, 'Start the database service and wait until it answers') == 'changed'
+    assert task_status(proc, 'Start the rest of the stack') == 'changed'
+    assert task_status(proc, 'Renew the restore lease before down -v (the preflight and the safety dump took part of its ttl)') == 'ok'
+    assert task_status(proc, 'Renew the restore lease before the restore') == 'ok'
     assert_untouched(production, before, container)
     assert tree(production.backup_dir) == listing
 

@@ -14,9 +14,17 @@ argv or a result.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
+    yaml = None
+
+_PARSE_ERRORS = (ValueError, yaml.YAMLError) if yaml else (ValueError,)
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
     Connection,
@@ -29,6 +37,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 DEFAULT_FILES = ('compose.yaml', 'compose.yml', 'docker-compose.yaml', 'docker-compose.yml')
 PROJECT_LABEL = 'com.docker.compose.project'
 SERVICE_LABEL = 'com.docker.compose.service'
+# Where the official postgres image keeps its cluster unless PGDATA says otherwise.
+DEFAULT_PGDATA = '/var/lib/postgresql/data'
 _SEP = '\t'
 COMMAND_TIMEOUT = 600
 
@@ -173,6 +183,31 @@ class Commands(object):
         rc, out, err = self.runner(argv, cwd=self.project.project_src)
         return argv, rc, out, err
 
+    def is_v2(self):
+        """True for ``docker compose`` (v2), False for ``docker-compose`` (v1) or another command."""
+        base = self.compose_argv([], [])
+        return len(base) >= 2 and base[0] == self.project.docker_cli and base[1] == 'compose'
+
+
+def compose_config(cmds, files):
+    """The project as compose resolves it (``config``; JSON with v2, YAML with v1) as a dict.
+
+    The output holds the interpolated environment (secrets among it): it is parsed here and never returned or logged.
+    """
+    v2 = cmds.is_v2()
+    argv, rc, out, err = cmds.compose(['config', '--format', 'json'] if v2 else ['config'], files)
+    if rc != 0:
+        raise compose_failure(argv, rc, err, 'compose could not read the project')
+    if not v2 and yaml is None:
+        raise ComposeError('reading the output of docker-compose config needs PyYAML: install it (it comes with ansible-core)',
+                           code='compose_failed')
+    try:
+        config = json.loads(out) if v2 else yaml.safe_load(out)
+    except _PARSE_ERRORS as exc:
+        raise ComposeError('compose config gave output that is not %s: %s' % ('JSON' if v2 else 'YAML', (str(exc).splitlines() or ['?'])[0]),
+                           code='compose_failed')
+    return config if isinstance(config, dict) else {}
+
 
 def docker_problem(rc, err, what):
     """A ComposeError for a failed docker command: no_docker when the daemon does not answer."""
@@ -266,6 +301,100 @@ def absent_argv_args(remove_volumes):
     return ['down', '--remove-orphans'] + (['-v'] if remove_volumes else [])
 
 
+def pgdata_of(environment):
+    """PGDATA of a container's or service's environment (a list of ``NAME=value`` or a dict), else the image's default."""
+    if isinstance(environment, dict):
+        value = environment.get('PGDATA')
+    else:
+        values = dict(item.split('=', 1) for item in (environment or []) if '=' in item)
+        value = values.get('PGDATA')
+    return (value or DEFAULT_PGDATA).rstrip('/') or '/'
+
+
+def _holds(target, pgdata):
+    target = (target or '').rstrip('/') or '/'
+    return target == '/' or pgdata == target or pgdata.startswith(target + '/')
+
+
+def data_mounts_from_inspect(container, project_volumes):
+    """What holds the database's cluster besides the project's named volumes, from ``docker inspect`` of its container.
+
+    The writable mounts whose target is PGDATA or a directory above it: a bind mount (``down -v`` keeps it, and the new
+    database would start on that old cluster) or a volume that is not one of ``project_volumes`` (external, kept by
+    ``down -v``; or anonymous, removed by it). Each as one phrase for a message.
+    """
+    pgdata = pgdata_of((container.get('Config') or {}).get('Env'))
+    found = []
+    for mount in container.get('Mounts') or []:
+        if not mount.get('RW', True) or not _holds(mount.get('Destination'), pgdata):
+            continue
+        if mount.get('Type') == 'bind':
+            found.append('bind mount %s' % mount.get('Source'))
+        elif mount.get('Type') == 'volume' and mount.get('Name') not in project_volumes:
+            found.append('volume %s' % mount.get('Name'))
+    return found
+
+
+def _service_mount(entry):
+    """``(type, source, target, read_only)`` of a service's ``volumes`` entry, short (``src:dst[:mode]``) or long syntax."""
+    if isinstance(entry, dict):
+        return entry.get('type', 'volume'), entry.get('source'), entry.get('target'), bool(entry.get('read_only'))
+    parts = str(entry).split(':')
+    if len(parts) == 1:
+        return 'volume', None, parts[0], False
+    mode = parts[2].split(',') if len(parts) > 2 else []
+    kind = 'bind' if parts[0].startswith(('/', '.', '~')) else 'volume'
+    return kind, parts[0], parts[1], 'ro' in mode
+
+
+def data_mounts_from_config(config, service, exists):
+    """The same as ``data_mounts_from_inspect`` when the service has no container, from ``compose config``.
+
+    ``exists(kind, name)`` says whether a host path (``kind='path'``) or a Docker volume (``kind='volume'``) exists: a bind
+    source or an external volume that does not exist holds nothing. Named volumes of the project itself are left to the
+    label lookup; an anonymous volume without a container no longer exists.
+    """
+    spec = ((config or {}).get('services') or {}).get(service) or {}
+    pgdata = pgdata_of(spec.get('environment'))
+    volumes = (config or {}).get('volumes') or {}
+    found = []
+    for entry in spec.get('volumes') or []:
+        kind, source, target, read_only = _service_mount(entry)
+        if read_only or not source or not _holds(target, pgdata):
+            continue
+        if kind == 'bind':
+            if exists('path', source):
+                found.append('bind mount %s' % source)
+        elif kind == 'volume':
+            declared = volumes.get(source) or {}
+            if declared.get('external'):
+                name = declared.get('name') or source
+                if exists('volume', name):
+                    found.append('external volume %s' % name)
+    return found
+
+
+def db_data_mounts(cmds, files, containers, project_volumes):
+    """The database's data outside the project's named volumes (see ``data_mounts_from_inspect``), as phrases."""
+    service = cmds.project.db_service
+    own = [c for c in containers if c['service'] == service]
+    if own:
+        rc, out, err = cmds.docker(['inspect', own[0]['id']])
+        if rc != 0:
+            raise docker_problem(rc, err, 'docker inspect')
+        try:
+            inspected = json.loads(out)
+        except ValueError:
+            raise ComposeError('docker inspect of %s gave output that is not JSON' % own[0]['name'], code='compose_failed')
+        return data_mounts_from_inspect(inspected[0] if inspected else {}, project_volumes)
+
+    def exists(kind, name):
+        if kind == 'path':
+            return os.path.exists(os.path.join(cmds.project.project_src, os.path.expanduser(name)))
+        return cmds.docker(['volume', 'inspect', name])[0] == 0
+    return data_mounts_from_config(compose_config(cmds, files), service, exists)
+
+
 # --------------------------------------------------------------------------------------------
 # Waiting for the database
 # --------------------------------------------------------------------------------------------
@@ -335,7 +464,8 @@ def run_compose_project(project, state='present', services=None, remove_volumes=
     files = compose_files(project)
     check_docker(cmds)
     name = effective_project_name(project, environ=cmds.env)
-    result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': []}
+    result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': [],
+              'data_mounts': []}
     try:
         if state == 'absent':
             return _absent(cmds, files, name, remove_volumes, check_mode, result)
@@ -351,6 +481,8 @@ def _absent(cmds, files, name, remove_volumes, check_mode, result):
     volumes = list_labelled(cmds, 'volume', name) if remove_volumes else []
     result['containers'] = public_containers(containers)
     result['cmd'] = cmds.compose_argv(absent_argv_args(remove_volumes), files)
+    if remove_volumes:
+        result['data_mounts'] = db_data_mounts(cmds, files, containers, volumes)
     if not (containers or networks or volumes):
         result['msg'] = 'project %s has no containers%s or networks: nothing to remove' % (name, ', volumes' if remove_volumes else '')
         return result

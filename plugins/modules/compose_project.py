@@ -170,6 +170,16 @@ volumes_removed:
   type: list
   elements: str
   sample: [telemetry_db_data]
+data_mounts:
+  description:
+    - With O(state=absent) and O(remove_volumes), the other places that hold the cluster of O(db_service) (the writable
+      mounts at PGDATA or above it that are not one of the project's named volumes), read from C(docker inspect) of its
+      container or, without one, from C(compose config) - a bind mount or an external volume (both kept by C(down -v), so
+      the new database would start on the old cluster) or an anonymous volume (removed by C(down -v)).
+  returned: always
+  type: list
+  elements: str
+  sample: [bind mount /srv/pgdata]
 networks_removed:
   description: Networks removed (in check mode, that would be removed).
   returned: always

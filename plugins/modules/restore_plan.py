@@ -11,11 +11,12 @@ version_added: 0.1.0
 description:
   - Used by the role C(fleet_telemetry.dr.restore); it reads only the results of the role's other tasks and changes nothing.
   - O(stage=safety) decides about the safety dump of the current database from the check-mode result of
-    M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)) and the volumes C(down -v) would remove (O(volumes)). When the
-    database answers, a safety dump is taken. When it does not answer (RV(error_code) V(db_down) or V(container_down)) and
-    no volume exists, there is nothing to save and the restore goes on without one. When it does not answer but a volume
-    exists, the task fails unless O(unreachable=force), because the volume's data would be lost without a safety dump. Any
-    other failure of the check (wrong password, missing database) fails the task, naming the setting.
+    M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)), the volumes C(down -v) would remove (O(volumes)) and the other
+    mounts that hold the database's cluster (O(mounts)). When the database answers, a safety dump is taken. When it does
+    not answer (RV(error_code) V(db_down) or V(container_down)) and no volume or mount exists, there is nothing to save
+    and the restore goes on without one. When it does not answer but a volume or mount exists, the task fails unless
+    O(unreachable=force), because its data would be lost without a safety dump. Any other failure of the check (wrong
+    password, missing database) fails the task, naming the setting.
   - O(stage=report) builds the report data for M(fleet_telemetry.dr.dr_report) from O(results), the failure message of a
     failed run and, when the failure came after C(down -v), the way back - the safety dump's path and the exact
     C(ansible-playbook) command that restores it - and the C(set_stats) facts.
@@ -51,11 +52,18 @@ options:
     type: list
     elements: str
     default: []
+  mounts:
+    description:
+      - With O(stage=safety), the other places that hold the database's cluster - a bind mount, an external or anonymous
+        volume (RV(fleet_telemetry.dr.compose_project#module:data_mounts)) - each as a phrase for the message.
+    type: list
+    elements: str
+    default: []
   unreachable:
     description:
       - With O(stage=safety), what to do when the current database does not answer.
-      - V(continue) goes on without a safety dump only when there is nothing to save (no volume); V(stop) never goes on without
-        a safety dump; V(force) goes on even when a volume would be destroyed without one.
+      - V(continue) goes on without a safety dump only when there is nothing to save (no volume, no mount); V(stop) never goes
+        on without a safety dump; V(force) goes on even when a volume or mount would lose its data without one.
     type: str
     choices: [continue, stop, force]
     default: continue
@@ -124,6 +132,7 @@ EXAMPLES = r"""
     stage: safety
     db_check: "{{ _restore_db_check }}"
     volumes: "{{ _restore_down_plan.volumes_removed }}"
+    mounts: "{{ _restore_down_plan.data_mounts }}"
   register: _restore_safety_plan
 
 - name: Build the report of a failed restore and the way back
@@ -215,6 +224,7 @@ def main():
             stage=dict(type='str', choices=['safety', 'report'], required=True),
             db_check=dict(type='dict', default={}),
             volumes=dict(type='list', elements='str', default=[]),
+            mounts=dict(type='list', elements='str', default=[]),
             unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
             results=dict(type='dict', default={}),
             started_at=dict(type='str'),
@@ -237,7 +247,7 @@ def main():
     params = module.params
     if params['stage'] == 'safety':
         try:
-            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'])
+            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'], mounts=params['mounts'])
         except PlanError as exc:
             module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
             return

@@ -48,6 +48,18 @@ def test_unreachable_with_volume_and_force_goes_on_without_dump():
     assert decision['take'] is False and 'p_db_data' in decision['note']
 
 
+@pytest.mark.parametrize('mount', ['bind mount /srv/pgdata', 'external volume shared_pg'])
+def test_unreachable_with_data_on_a_mount_stops_unless_force(mount):
+    """No named volume of the project, but the cluster is on a bind mount or an external volume: not "nothing to save"."""
+    with pytest.raises(rp.PlanError) as err:
+        rp.safety_decision(UP, [], 'continue', mounts=[mount])
+    assert err.value.code == 'unreachable' and mount in str(err.value) and 'restore_unreachable=force' in str(err.value)
+    decision = rp.safety_decision(UP, [], 'force', mounts=[mount])
+    assert decision['take'] is False and mount in decision['note']
+    with pytest.raises(rp.PlanError):
+        rp.safety_decision(UP, [], 'stop', mounts=[mount])
+
+
 def test_unreachable_and_stop_never_goes_on():
     with pytest.raises(rp.PlanError) as err:
         rp.safety_decision(UP, [], 'stop')

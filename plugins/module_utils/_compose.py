@@ -75,9 +75,10 @@ class ComposeProject(object):
 # Names
 # --------------------------------------------------------------------------------------------
 
-def normalize_project_name(name):
-    """The project name as compose stores it in its labels: lower case, only ``a-z0-9_-`` (v1 and v2 alike)."""
-    return re.sub(r'[^-_a-z0-9]', '', (name or '').lower())
+def normalize_project_name(name, v2=False):
+    """The project name as compose stores it in its labels: lower case, only ``a-z0-9_-``; v2 also strips leading ``_`` and ``-``."""
+    name = re.sub(r'[^-_a-z0-9]', '', (name or '').lower())
+    return name.lstrip('_-') if v2 else name
 
 
 def read_env_file(path):
@@ -100,15 +101,41 @@ def read_env_file(path):
     return values
 
 
-def effective_project_name(project, environ=None):
-    """The name compose will use: ``project_name``, else COMPOSE_PROJECT_NAME (env option, environment, ``.env``), else the directory's name."""
+def effective_project_name(project, environ=None, v2=False):
+    """The name docker-compose v1 will use: ``project_name``, else COMPOSE_PROJECT_NAME (env option, environment, ``.env``),
+    else the directory's name. v2 also reads a top-level ``name:`` of the compose file: use ``resolved_project_name``,
+    which asks compose itself; this is its fallback (with ``v2``, normalised as v2 does)."""
     environ = os.environ if environ is None else environ
     name = project.project_name or project.env.get('COMPOSE_PROJECT_NAME') or environ.get('COMPOSE_PROJECT_NAME')
     if not name:
         name = read_env_file(os.path.join(project.project_src, '.env')).get('COMPOSE_PROJECT_NAME')
     if not name:
         name = os.path.basename(os.path.abspath(project.project_src))
-    return normalize_project_name(name)
+    return normalize_project_name(name, v2=v2)
+
+
+def project_name_of(cmds, files):
+    """The name compose gives the project, as in its labels.
+
+    v2: the ``name`` of ``docker compose config --format json`` (which weighs ``-p``, COMPOSE_PROJECT_NAME, ``.env``, the
+    compose file's top-level ``name:`` and the directory as v2 does), else ``effective_project_name`` normalised as v2.
+    v1 (no top-level ``name:``, no JSON output): ``effective_project_name``.
+    """
+    if not cmds.is_v2():
+        return effective_project_name(cmds.project, environ=cmds.env)
+    try:
+        name = compose_config(cmds, files).get('name')
+    except ComposeError:
+        name = None
+    if name and isinstance(name, str):
+        return normalize_project_name(name, v2=True)
+    return effective_project_name(cmds.project, environ=cmds.env, v2=True)
+
+
+def resolved_project_name(project, runner=None, environ=None):
+    """``project_name_of`` for a ``ComposeProject`` (finds its compose files and command first)."""
+    cmds = Commands(project, runner=runner or run, environ=environ)
+    return project_name_of(cmds, compose_files(project))
 
 
 def compose_files(project):
@@ -463,7 +490,7 @@ def run_compose_project(project, state='present', services=None, remove_volumes=
     cmds = Commands(project, runner=runner or run, environ=environ)
     files = compose_files(project)
     check_docker(cmds)
-    name = effective_project_name(project, environ=cmds.env)
+    name = project_name_of(cmds, files)
     result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': [],
               'data_mounts': []}
     try:

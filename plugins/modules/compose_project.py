@@ -41,7 +41,9 @@ options:
     type: path
     required: true
   project_name:
-    description: Compose project name (C(-p)). Default is what compose derives (E(COMPOSE_PROJECT_NAME), else the directory's name).
+    description:
+      - Compose project name (C(-p)). Default is what compose derives (E(COMPOSE_PROJECT_NAME), else, with C(docker compose)
+        v2, the compose file's top-level C(name:), else the directory's name).
     type: str
   files:
     description: Compose files (C(-f)), relative to O(project_src) or absolute. Default is compose's own default file.
@@ -151,7 +153,10 @@ cmd:
   elements: str
   sample: [docker-compose, -p, telemetry, up, -d, db]
 project_name:
-  description: The project name compose uses (its labels' value).
+  description:
+    - The project name compose uses (its labels' value). With C(docker compose) v2 it is the C(name) of
+      C(docker compose config --format json), so a top-level C(name:) of the compose file counts; with C(docker-compose) v1
+      it is derived as v1 does (O(project_name), E(COMPOSE_PROJECT_NAME), C(.env), the directory's name).
   returned: always
   type: str
 state:

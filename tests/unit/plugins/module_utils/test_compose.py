@@ -465,3 +465,45 @@ def test_absent_plan_of_the_default_stack_has_no_data_mount(tmp_path):
     fake = FakeDocker(containers={'db': 'exited'})
     result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
     assert result['volumes_removed'] == ['telemetry_db_data'] and result['data_mounts'] == []
+
+
+# --------------------------------------------------------------------------------------------
+# The project name under v2 (review finding 1); v2 is not installed on the test machine: a mocked runner
+# --------------------------------------------------------------------------------------------
+
+def test_normalize_project_name_v2_strips_leading_separators():
+    assert co.normalize_project_name('_My-App') == '_my-app'
+    assert co.normalize_project_name('_My-App', v2=True) == 'my-app'
+    assert co.normalize_project_name('-_x_', v2=True) == 'x_'
+
+
+def test_v2_takes_the_name_from_compose_config(tmp_path):
+    """A top-level ``name:`` in the compose file: only compose knows it; the labels are looked up under that name."""
+    fake = FakeDocker(project='fromfile', containers={'db': 'running'}, v2=True)
+    fake.config['name'] = 'fromfile'
+    result = co.run_compose_project(project(tmp_path, project_name=None), state='absent', remove_volumes=True, check_mode=True,
+                                    runner=fake, environ={})
+    assert result['project_name'] == 'fromfile'
+    assert result['volumes_removed'] == ['fromfile_db_data'] and [c['service'] for c in result['containers']] == ['db']
+    assert ['docker', 'compose', 'config', '--format', 'json'] in fake.calls
+    assert_no_secret(fake, result)
+
+
+def test_v2_falls_back_to_the_v1_rules_with_its_normalisation(tmp_path):
+    workdir = tmp_path / '_Stack'
+    workdir.mkdir()
+    fake = FakeDocker(project='stack', v2=True)
+
+    def runner(argv, **kwargs):
+        if argv[-3:] == ['config', '--format', 'json']:
+            return 1, '', 'unknown flag: --format'
+        return fake(argv, **kwargs)
+    assert co.resolved_project_name(project(workdir, project_name=None), runner=runner, environ={}) == 'stack'
+
+
+def test_v1_keeps_its_rules_and_never_asks_for_json(tmp_path):
+    workdir = tmp_path / '_Stack'
+    workdir.mkdir()
+    fake = FakeDocker(project='_stack')
+    assert co.resolved_project_name(project(workdir, project_name=None), runner=fake, environ={}) == '_stack'
+    assert not [c for c in fake.calls if 'config' in c]

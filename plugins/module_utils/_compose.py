@@ -401,8 +401,21 @@ def data_mounts_from_config(config, service, exists):
     return found
 
 
-def db_data_mounts(cmds, files, containers, project_volumes):
-    """The database's data outside the project's named volumes (see ``data_mounts_from_inspect``), as phrases."""
+def service_volumes_from_config(config, service, project_name):
+    """Names of the Docker volumes the service's ``volumes`` entries use (a declared ``name:``, else ``<project>_<key>``)."""
+    spec = ((config or {}).get('services') or {}).get(service) or {}
+    declared = (config or {}).get('volumes') or {}
+    names = []
+    for entry in spec.get('volumes') or []:
+        kind, source, dummy, dummy = _service_mount(entry)
+        if kind == 'volume' and source:
+            names.append((declared.get(source) or {}).get('name') or '%s_%s' % (project_name, source))
+    return names
+
+
+def db_mounts(cmds, files, project_name, containers, project_volumes):
+    """``(data_mounts, db_volumes)``: the database's data outside the project's named volumes (see
+    ``data_mounts_from_inspect``), as phrases, and the names of the volumes its service mounts."""
     service = cmds.project.db_service
     own = [c for c in containers if c['service'] == service]
     if own:
@@ -413,13 +426,21 @@ def db_data_mounts(cmds, files, containers, project_volumes):
             inspected = json.loads(out)
         except ValueError:
             raise ComposeError('docker inspect of %s gave output that is not JSON' % own[0]['name'], code='compose_failed')
-        return data_mounts_from_inspect(inspected[0] if inspected else {}, project_volumes)
+        container = inspected[0] if inspected else {}
+        names = [m.get('Name') for m in container.get('Mounts') or [] if m.get('Type') == 'volume']
+        return data_mounts_from_inspect(container, project_volumes), names
 
     def exists(kind, name):
         if kind == 'path':
             return os.path.exists(os.path.join(cmds.project.project_src, os.path.expanduser(name)))
         return cmds.docker(['volume', 'inspect', name])[0] == 0
-    return data_mounts_from_config(compose_config(cmds, files), service, exists)
+    config = compose_config(cmds, files)
+    return data_mounts_from_config(config, service, exists), service_volumes_from_config(config, service, project_name)
+
+
+def other_volumes(volumes, db_volumes):
+    """The volumes ``down -v`` removes that the database service does not mount (the safety dump saves none of them)."""
+    return [v for v in volumes if v not in db_volumes]
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +513,7 @@ def run_compose_project(project, state='present', services=None, remove_volumes=
     check_docker(cmds)
     name = project_name_of(cmds, files)
     result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': [],
-              'data_mounts': []}
+              'data_mounts': [], 'other_volumes': [], 'orphans': []}
     try:
         if state == 'absent':
             return _absent(cmds, files, name, remove_volumes, check_mode, result)
@@ -509,7 +530,10 @@ def _absent(cmds, files, name, remove_volumes, check_mode, result):
     result['containers'] = public_containers(containers)
     result['cmd'] = cmds.compose_argv(absent_argv_args(remove_volumes), files)
     if remove_volumes:
-        result['data_mounts'] = db_data_mounts(cmds, files, containers, volumes)
+        result['data_mounts'], db_volumes = db_mounts(cmds, files, name, containers, volumes)
+        result['other_volumes'] = other_volumes(volumes, db_volumes)
+    services = set(list_services(cmds, files))
+    result['orphans'] = sorted(c['name'] for c in containers if c['service'] not in services)
     if not (containers or networks or volumes):
         result['msg'] = 'project %s has no containers%s or networks: nothing to remove' % (name, ', volumes' if remove_volumes else '')
         return result

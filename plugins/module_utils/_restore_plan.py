@@ -64,6 +64,25 @@ def report_name(started_at):
 # The safety dump
 # --------------------------------------------------------------------------------------------
 
+def other_volumes_problem(other_volumes, allowed=False, orphans=()):
+    """Refuse (PlanError ``other_volumes``) when ``down -v`` would also remove volumes the database service does not mount,
+    which no safety dump saves, unless ``allowed``; else return the sentence for the note and report, or None."""
+    other_volumes = list(other_volumes or [])
+    orphans = list(orphans or [])
+    parts = []
+    if other_volumes:
+        parts.append('volume(s) %s of other services' % ', '.join(other_volumes))
+    if orphans:
+        parts.append('container(s) %s not in the compose file (--remove-orphans)' % ', '.join(orphans))
+    if not parts:
+        return None
+    what = 'down -v also removes %s, which no safety dump saves' % ' and '.join(parts)
+    if other_volumes and not allowed:
+        raise PlanError('%s: back them up or move them out of the project, or set restore_remove_other_volumes=true to remove '
+                        'them; nothing was changed' % what, code='other_volumes')
+    return what
+
+
 def safety_decision(db_check, volumes, policy='continue', mounts=()):
     """Decide about the safety dump; return ``{take, reachable, note}`` or raise PlanError.
 
@@ -268,6 +287,8 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
     safety_plan = results.get('safety_plan')
     if _ran(safety_plan) and safety_plan.get('note'):
         data['safety_note'] = safety_plan['note']
+    if _ran(safety_plan) and safety_plan.get('also_removed'):
+        data['also_removed'] = safety_plan['also_removed']
 
     if failed_step:
         what = 'the restore failed at step "%s": %s' % (failed_step_name, failed_msg or 'no message')

@@ -185,6 +185,20 @@ data_mounts:
   type: list
   elements: str
   sample: [bind mount /srv/pgdata]
+other_volumes:
+  description:
+    - With O(state=absent) and O(remove_volumes), the volumes of RV(volumes_removed) that O(db_service) does not mount (from
+      C(docker inspect) of its container or, without one, from C(compose config)).
+  returned: always
+  type: list
+  elements: str
+  sample: [telemetry_app_uploads]
+orphans:
+  description: With O(state=absent), the containers of the project that are not in its compose file (C(--remove-orphans) removes them).
+  returned: always
+  type: list
+  elements: str
+  sample: []
 networks_removed:
   description: Networks removed (in check mode, that would be removed).
   returned: always

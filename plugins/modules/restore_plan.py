@@ -59,6 +59,25 @@ options:
     type: list
     elements: str
     default: []
+  other_volumes:
+    description:
+      - With O(stage=safety), the volumes C(down -v) would remove that the database service does not mount
+        (RV(fleet_telemetry.dr.compose_project#module:other_volumes)); no safety dump saves them, so the task fails
+        (RV(error_code=other_volumes)) unless O(remove_other_volumes=true).
+    type: list
+    elements: str
+    default: []
+  orphans:
+    description:
+      - With O(stage=safety), the containers of the project that are not in its compose file, which C(--remove-orphans)
+        removes (RV(fleet_telemetry.dr.compose_project#module:orphans)); named in the note.
+    type: list
+    elements: str
+    default: []
+  remove_other_volumes:
+    description: With O(stage=safety), go on although O(other_volumes) is not empty (they are removed without a safety dump).
+    type: bool
+    default: false
   unreachable:
     description:
       - With O(stage=safety), what to do when the current database does not answer.
@@ -159,7 +178,7 @@ msg:
   returned: always
   type: str
 error_code:
-  description: V(unreachable), V(safety_check_failed) or V(bad_option).
+  description: V(unreachable), V(safety_check_failed), V(disk_full), V(other_volumes) or V(bad_option).
   returned: failure
   type: str
 take:
@@ -172,6 +191,10 @@ reachable:
   type: bool
 note:
   description: With O(stage=safety), one sentence for the report.
+  returned: O(stage=safety)
+  type: str
+also_removed:
+  description: With O(stage=safety), what C(down -v) removes besides the database (O(other_volumes), O(orphans)), or V(null).
   returned: O(stage=safety)
   type: str
 data:
@@ -214,6 +237,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan i
     PlanError,
     build_report,
     find_failed_step,
+    other_volumes_problem,
     safety_decision,
 )
 
@@ -225,6 +249,9 @@ def main():
             db_check=dict(type='dict', default={}),
             volumes=dict(type='list', elements='str', default=[]),
             mounts=dict(type='list', elements='str', default=[]),
+            other_volumes=dict(type='list', elements='str', default=[]),
+            orphans=dict(type='list', elements='str', default=[]),
+            remove_other_volumes=dict(type='bool', default=False),
             unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
             results=dict(type='dict', default={}),
             started_at=dict(type='str'),
@@ -247,11 +274,14 @@ def main():
     params = module.params
     if params['stage'] == 'safety':
         try:
+            also_removed = other_volumes_problem(params['other_volumes'], params['remove_other_volumes'], params['orphans'])
             decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'], mounts=params['mounts'])
         except PlanError as exc:
             module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
             return
-        module.exit_json(changed=False, msg=decision['note'], **decision)
+        if also_removed:
+            decision['note'] = '%s; %s' % (decision['note'], also_removed)
+        module.exit_json(changed=False, msg=decision['note'], also_removed=also_removed, **decision)
         return
     failed_step = find_failed_step(params['results'], params['failed_task'] or 'unknown') if params['failed'] else None
     try:

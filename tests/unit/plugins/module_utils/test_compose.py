@@ -507,3 +507,24 @@ def test_v1_keeps_its_rules_and_never_asks_for_json(tmp_path):
     fake = FakeDocker(project='_stack')
     assert co.resolved_project_name(project(workdir, project_name=None), runner=fake, environ={}) == '_stack'
     assert not [c for c in fake.calls if 'config' in c]
+
+
+def test_absent_plan_names_other_services_volumes_and_orphans(tmp_path):
+    fake = FakeDocker(containers={'db': 'running', 'app': 'running', 'worker': 'exited'},
+                      volumes=['telemetry_db_data', 'telemetry_uploads'])
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['volumes_removed'] == ['telemetry_db_data', 'telemetry_uploads']
+    assert result['other_volumes'] == ['telemetry_uploads']
+    assert result['orphans'] == ['telemetry_worker_1']
+
+
+def test_service_volumes_from_config():
+    config = {'services': {'db': {'volumes': ['db_data:/var/lib/postgresql/data', './x:/x', {'type': 'volume', 'source': 'named', 'target': '/n'}]}},
+              'volumes': {'db_data': {}, 'named': {'name': 'fixed_name'}}}
+    assert co.service_volumes_from_config(config, 'db', 'proj') == ['proj_db_data', 'fixed_name']
+
+
+def test_absent_plan_without_container_finds_other_volumes_from_config(tmp_path):
+    fake = FakeDocker(volumes=['telemetry_db_data', 'telemetry_uploads'])
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['other_volumes'] == ['telemetry_uploads'] and result['orphans'] == []

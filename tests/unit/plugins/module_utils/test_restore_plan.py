@@ -240,3 +240,30 @@ def test_runbook_artifact_has_no_rpo():
 def test_configured_report_dir_and_no_history():
     report = rp.build_report(results(), STARTED, now=NOW, backup_dir='/b', configured_report_dir='/r', history=False)
     assert report['report_dir'] == '/r' and report['history_path'] is None
+
+
+# --------------------------------------------------------------------------------------------
+# Other services' volumes and orphan containers that down -v removes (review finding 6)
+# --------------------------------------------------------------------------------------------
+
+def test_other_volumes_are_refused_unless_allowed():
+    assert rp.other_volumes_problem([], False, []) is None
+    with pytest.raises(rp.PlanError) as err:
+        rp.other_volumes_problem(['p_uploads'], False, ['p_old_worker_1'])
+    message = str(err.value)
+    assert err.value.code == 'other_volumes'
+    assert 'p_uploads' in message and 'p_old_worker_1' in message and 'restore_remove_other_volumes=true' in message
+    assert message.endswith('nothing was changed')
+    allowed = rp.other_volumes_problem(['p_uploads'], True, [])
+    assert 'p_uploads' in allowed and 'no safety dump saves' in allowed
+
+
+def test_orphans_alone_are_named_not_refused():
+    text = rp.other_volumes_problem([], False, ['p_old_worker_1'])
+    assert 'p_old_worker_1' in text and '--remove-orphans' in text
+
+
+def test_report_names_what_else_was_removed():
+    results = {'safety_plan': {'take': True, 'note': 'n', 'also_removed': 'down -v also removes volume(s) p_uploads of other services'}}
+    report = rp.build_report(results, '2026-12-01T10:00:00Z', now=rp.parse_timestamp('2026-12-01T10:01:00Z'))
+    assert report['data']['also_removed'].endswith('p_uploads of other services')

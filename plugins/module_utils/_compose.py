@@ -60,7 +60,7 @@ class ComposeProject(object):
     """What the module was asked about: plain data. ``env`` is secret."""
 
     def __init__(self, project_src, project_name=None, files=None, env=None, db_service='db', db_user='challengeuser',
-                 db_name='telemetry_db', docker_cli='docker'):
+                 db_name='telemetry_db', docker_cli='docker', db_password=None):
         self.project_src = project_src
         self.project_name = project_name
         self.files = list(files or [])
@@ -69,6 +69,7 @@ class ComposeProject(object):
         self.db_user = db_user
         self.db_name = db_name
         self.docker_cli = docker_cli
+        self.db_password = db_password
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,14 +448,16 @@ def other_volumes(volumes, db_volumes):
 # Waiting for the database
 # --------------------------------------------------------------------------------------------
 
-def ready_checks(docker_cli, container, user, database):
+def ready_checks(docker_cli, container, user, database, with_password=False):
     """The two readiness probes, run inside the container.
 
     ``pg_isready`` over TCP (127.0.0.1): the official entrypoint's temporary init server listens on the socket
-    only, so only the final server answers it; then a real ``SELECT 1`` through psql on the socket.
+    only, so only the final server answers it; then a real ``SELECT 1`` through psql on the socket, with
+    ``-e PGPASSWORD`` (the name only: docker takes the value from its own environment) when ``with_password``.
     """
     isready = [docker_cli, 'exec', container, 'pg_isready', '-q', '-h', '127.0.0.1', '-U', user, '-d', database]
-    select = [docker_cli, 'exec', container, 'psql', '-X', '-q', '-A', '-t', '-U', user, '-d', database, '-c', 'SELECT 1']
+    password = ['-e', 'PGPASSWORD'] if with_password else []
+    select = [docker_cli, 'exec'] + password + [container, 'psql', '-X', '-q', '-A', '-t', '-U', user, '-d', database, '-c', 'SELECT 1']
     return isready, select
 
 
@@ -481,10 +484,12 @@ def wait_ready(cmds, project_name, timeout, clock=time.monotonic, sleep=time.sle
                                    % (container['name'], project.db_service, container['state'],
                                       logs_command(project.docker_cli, container['name'])), code='not_ready')
             if container['state'] == 'running':
-                isready, select = ready_checks(project.docker_cli, container['id'], project.db_user, project.db_name)
+                isready, select = ready_checks(project.docker_cli, container['id'], project.db_user, project.db_name,
+                                               with_password=bool(project.db_password))
                 rc, dummy, err = cmds.runner(isready, timeout=60)
                 if rc == 0:
-                    rc, out, err = cmds.runner(select, timeout=60)
+                    rc, out, err = cmds.runner(select, timeout=60, env=dict(cmds.env, PGPASSWORD=project.db_password)
+                                               if project.db_password else cmds.env)
                     if rc == 0 and out.strip() == '1':
                         return round(clock() - started, 3)
                     last = (err or out or '').strip().splitlines()[-1:] or ['SELECT 1 gave no answer']

@@ -96,6 +96,12 @@ options:
     description: Database of the readiness checks.
     type: str
     default: telemetry_db
+  db_password:
+    description:
+      - Password of O(db_user) for the C(SELECT 1) readiness check, for a C(pg_hba.conf) that asks for one over the socket.
+        It reaches C(psql) as E(PGPASSWORD) through C(docker exec -e PGPASSWORD) (the name only; the value travels in the
+        environment), never in arguments or the result.
+    type: str
 requirements:
   - Docker Engine and C(docker compose) (v2) or C(docker-compose) (v1) on the host.
 notes:
@@ -238,6 +244,7 @@ def argument_spec():
         db_service=dict(type='str', default='db'),
         db_user=dict(type='str', default='challengeuser'),
         db_name=dict(type='str', default='telemetry_db'),
+        db_password=dict(type='str', no_log=True),
     )
 
 
@@ -247,7 +254,8 @@ def main():
     if params['wait_timeout'] < 1:
         module.fail_json(msg='wait_timeout must be at least 1 second', error_code='bad_option', changed=False)
     project = ComposeProject(params['project_src'], project_name=params['project_name'], files=params['files'], env=params['env'],
-                             db_service=params['db_service'], db_user=params['db_user'], db_name=params['db_name'])
+                             db_service=params['db_service'], db_user=params['db_user'], db_name=params['db_name'],
+                             db_password=params['db_password'])
     try:
         result = run_compose_project(project, state=params['state'], services=params['services'], remove_volumes=params['remove_volumes'],
                                      wait=params['wait'], wait_timeout=params['wait_timeout'], check_mode=module.check_mode)

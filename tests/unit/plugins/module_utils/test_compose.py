@@ -528,3 +528,17 @@ def test_absent_plan_without_container_finds_other_volumes_from_config(tmp_path)
     fake = FakeDocker(volumes=['telemetry_db_data', 'telemetry_uploads'])
     result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
     assert result['other_volumes'] == ['telemetry_uploads'] and result['orphans'] == []
+
+
+
+def test_readiness_select_gets_the_password_by_name_only(tmp_path):
+    """Review finding 11: a pg_hba that asks for a password over the socket; the value is in the environment only."""
+    isready, select = co.ready_checks('docker', 'cid', 'u', 'd', with_password=True)
+    assert select[:5] == ['docker', 'exec', '-e', 'PGPASSWORD', 'cid'] and '-e' not in isready
+    fake = FakeDocker(containers={'db': 'exited'})
+    result = co.run_compose_project(project(tmp_path, db_password=SECRET), services=['db'], wait=True, runner=fake, environ={})
+    assert result['ready_seconds'] is not None
+    selects = [i for i, c in enumerate(fake.calls) if 'psql' in c]
+    assert selects and all(fake.envs[i]['PGPASSWORD'] == SECRET for i in selects)
+    assert all('PGPASSWORD' not in (fake.envs[i] or {}) for i, c in enumerate(fake.calls) if 'psql' not in c)
+    assert_no_secret(fake, result)

@@ -64,7 +64,7 @@ options:
   exclude_locks:
     description:
       - With O(state=present), names of locks in O(directory) (of M(fleet_telemetry.dr.pg_logical_backup), C(backup-<database>))
-        that another process must not hold: the lease is refused (and not kept) while one is.
+        that another process must not hold; the lease is refused (and not kept) while one is.
     type: list
     elements: str
     default: []

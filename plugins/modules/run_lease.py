@@ -34,7 +34,7 @@ attributes:
   idempotent:
     support: full
     details:
-      - Taking a lease the same O(token) holds renews it and reports RV(changed=false).
+      - Taking a lease the same O(token) holds renews it and reports C(changed=false).
 options:
   directory:
     description: Directory of the lease file, for example the backup directory. It must exist.
@@ -119,7 +119,8 @@ def main():
         argument_spec=dict(
             directory=dict(type='path', required=True),
             name=dict(type='str', required=True),
-            token=dict(type='str', required=True),
+            # It names a run (it is in the lease file and the result), it grants nothing: not a secret.
+            token=dict(type='str', required=True, no_log=False),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             ttl=dict(type='int', default=14400),
             purpose=dict(type='str', default='restore'),

@@ -530,7 +530,6 @@ def test_absent_plan_without_container_finds_other_volumes_from_config(tmp_path)
     assert result['other_volumes'] == ['telemetry_uploads'] and result['orphans'] == []
 
 
-
 def test_readiness_select_gets_the_password_by_name_only(tmp_path):
     """Review finding 11: a pg_hba that asks for a password over the socket; the value is in the environment only."""
     isready, select = co.ready_checks('docker', 'cid', 'u', 'd', with_password=True)

@@ -274,18 +274,22 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     return result
 
 
-def toc_runner_for(conn):
-    """``pg_restore -l`` of an artifact, run where the client tools are (inside the container for compose)."""
+def toc_runner_for(conn, prefix=None):
+    """``pg_restore -l`` of an artifact, run where the client tools are (inside the container for compose).
+
+    ``prefix`` is the command that runs a program there: by default ``docker exec -i <container>``; a restore whose
+    database is down passes a ``docker run --rm -i`` of the service's image instead.
+    """
     def runner(path):
-        if conn.transport == 'compose':
-            base = [conn.docker_cli, 'exec', '-i', conn.container, 'pg_restore', '-l']
+        if conn.transport == 'compose' or prefix:
+            where = list(prefix or [conn.docker_cli, 'exec', '-i', conn.container])
             if os.path.isdir(path):
                 # pg_restore -l of a directory archive reads only toc.dat: ship it into a scratch dir there.
                 script = 'd=$(mktemp -d) && cat > "$d/toc.dat" && pg_restore -l "$d"; rc=$?; rm -rf "$d"; exit $rc'
                 with open(os.path.join(path, 'toc.dat'), 'rb') as toc:
-                    return _run_bytes([conn.docker_cli, 'exec', '-i', conn.container, 'sh', '-c', script], toc)
+                    return _run_bytes(where + ['sh', '-c', script], toc)
             with open(path, 'rb') as archive:
-                return _run_bytes(base, archive)
+                return _run_bytes(where + ['pg_restore', '-l'], archive)
         binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'
         return run([binary, '-l', path])
     return runner

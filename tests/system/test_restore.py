@@ -416,6 +416,25 @@ def test_unreachable_target_is_refused_while_its_volume_exists(production, plain
     assert_untouched(production, before, container)
 
 
+def test_custom_backup_restores_while_the_database_is_down(production):
+    """A custom-format backup, production's database stopped (a restore after a disaster): the preflight reads the
+    archive's table of contents in a throw-away container of the service's image, and the restore goes on."""
+    before = production.state()
+    artifact = production.backup('-e', 'backup_format=custom', '-e', 'backup_compression=none')
+    assert artifact.endswith('.dump'), artifact
+    container = production.stack.container
+    checked(['docker', 'stop', '-t', '5', container], 'docker stop')
+    try:
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + artifact, '-e', 'restore_unreachable=force')
+    finally:
+        if run(['docker', 'ps', '-aq', '--filter', 'id=' + container]).stdout.strip():
+            checked(['docker', 'start', container], 'docker start')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    production.refresh()
+    production.stack.wait_healthy()
+    assert production.state() == before
+
+
 def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
     """The database does not become ready within restore_wait_timeout=1 after down -v: the message names the safety dump and
     the command that restores it; running that command brings production's data back."""

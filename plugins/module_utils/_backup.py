@@ -25,7 +25,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     stream_pipeline,
     validate_format,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, restore_in_progress
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import SnapshotSession, server_facts
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
@@ -161,6 +161,9 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         if not check_mode:
             raise
         dir_missing = True
+    restoring = restore_in_progress(req.backup_dir, conn.database)
+    if restoring:
+        raise restoring
     started = clock()
     name = _artifact.artifact_name(datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc),
                                    req.dump_format, req.compression, prefix=req.prefix)
@@ -182,6 +185,11 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         return result
 
     with BackupLock(req.backup_dir, 'backup-%s' % conn.database, purpose='backup of %s to %s' % (conn.database, path)):
+        # Again under the lock: a restore takes its lease, then checks this lock is free (run_lease's exclude_locks), so
+        # with both looks after their own marks, one of the two always sees the other.
+        restoring = restore_in_progress(req.backup_dir, conn.database)
+        if restoring:
+            raise restoring
         with SnapshotSession(conn) as session:
             facts = server_facts(session)
             if req.check_free_space:
@@ -266,18 +274,22 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     return result
 
 
-def toc_runner_for(conn):
-    """``pg_restore -l`` of an artifact, run where the client tools are (inside the container for compose)."""
+def toc_runner_for(conn, prefix=None):
+    """``pg_restore -l`` of an artifact, run where the client tools are (inside the container for compose).
+
+    ``prefix`` is the command that runs a program there: by default ``docker exec -i <container>``; a restore whose
+    database is down passes a ``docker run --rm -i`` of the service's image instead.
+    """
     def runner(path):
-        if conn.transport == 'compose':
-            base = [conn.docker_cli, 'exec', '-i', conn.container, 'pg_restore', '-l']
+        if conn.transport == 'compose' or prefix:
+            where = list(prefix or [conn.docker_cli, 'exec', '-i', conn.container])
             if os.path.isdir(path):
                 # pg_restore -l of a directory archive reads only toc.dat: ship it into a scratch dir there.
                 script = 'd=$(mktemp -d) && cat > "$d/toc.dat" && pg_restore -l "$d"; rc=$?; rm -rf "$d"; exit $rc'
                 with open(os.path.join(path, 'toc.dat'), 'rb') as toc:
-                    return _run_bytes([conn.docker_cli, 'exec', '-i', conn.container, 'sh', '-c', script], toc)
+                    return _run_bytes(where + ['sh', '-c', script], toc)
             with open(path, 'rb') as archive:
-                return _run_bytes(base, archive)
+                return _run_bytes(where + ['pg_restore', '-l'], archive)
         binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'
         return run([binary, '-l', path])
     return runner

@@ -14,9 +14,17 @@ argv or a result.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
+    yaml = None
+
+_PARSE_ERRORS = (ValueError, yaml.YAMLError) if yaml else (ValueError,)
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
     Connection,
@@ -29,6 +37,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 DEFAULT_FILES = ('compose.yaml', 'compose.yml', 'docker-compose.yaml', 'docker-compose.yml')
 PROJECT_LABEL = 'com.docker.compose.project'
 SERVICE_LABEL = 'com.docker.compose.service'
+# Where the official postgres image keeps its cluster unless PGDATA says otherwise.
+DEFAULT_PGDATA = '/var/lib/postgresql/data'
 _SEP = '\t'
 COMMAND_TIMEOUT = 600
 
@@ -50,7 +60,7 @@ class ComposeProject(object):
     """What the module was asked about: plain data. ``env`` is secret."""
 
     def __init__(self, project_src, project_name=None, files=None, env=None, db_service='db', db_user='challengeuser',
-                 db_name='telemetry_db', docker_cli='docker'):
+                 db_name='telemetry_db', docker_cli='docker', db_password=None):
         self.project_src = project_src
         self.project_name = project_name
         self.files = list(files or [])
@@ -59,15 +69,17 @@ class ComposeProject(object):
         self.db_user = db_user
         self.db_name = db_name
         self.docker_cli = docker_cli
+        self.db_password = db_password
 
 
 # --------------------------------------------------------------------------------------------
 # Names
 # --------------------------------------------------------------------------------------------
 
-def normalize_project_name(name):
-    """The project name as compose stores it in its labels: lower case, only ``a-z0-9_-`` (v1 and v2 alike)."""
-    return re.sub(r'[^-_a-z0-9]', '', (name or '').lower())
+def normalize_project_name(name, v2=False):
+    """The project name as compose stores it in its labels: lower case, only ``a-z0-9_-``; v2 also strips leading ``_`` and ``-``."""
+    name = re.sub(r'[^-_a-z0-9]', '', (name or '').lower())
+    return name.lstrip('_-') if v2 else name
 
 
 def read_env_file(path):
@@ -90,15 +102,41 @@ def read_env_file(path):
     return values
 
 
-def effective_project_name(project, environ=None):
-    """The name compose will use: ``project_name``, else COMPOSE_PROJECT_NAME (env option, environment, ``.env``), else the directory's name."""
+def effective_project_name(project, environ=None, v2=False):
+    """The name docker-compose v1 will use: ``project_name``, else COMPOSE_PROJECT_NAME (env option, environment, ``.env``),
+    else the directory's name. v2 also reads a top-level ``name:`` of the compose file: use ``resolved_project_name``,
+    which asks compose itself; this is its fallback (with ``v2``, normalised as v2 does)."""
     environ = os.environ if environ is None else environ
     name = project.project_name or project.env.get('COMPOSE_PROJECT_NAME') or environ.get('COMPOSE_PROJECT_NAME')
     if not name:
         name = read_env_file(os.path.join(project.project_src, '.env')).get('COMPOSE_PROJECT_NAME')
     if not name:
         name = os.path.basename(os.path.abspath(project.project_src))
-    return normalize_project_name(name)
+    return normalize_project_name(name, v2=v2)
+
+
+def project_name_of(cmds, files):
+    """The name compose gives the project, as in its labels.
+
+    v2: the ``name`` of ``docker compose config --format json`` (which weighs ``-p``, COMPOSE_PROJECT_NAME, ``.env``, the
+    compose file's top-level ``name:`` and the directory as v2 does), else ``effective_project_name`` normalised as v2.
+    v1 (no top-level ``name:``, no JSON output): ``effective_project_name``.
+    """
+    if not cmds.is_v2():
+        return effective_project_name(cmds.project, environ=cmds.env)
+    try:
+        name = compose_config(cmds, files).get('name')
+    except ComposeError:
+        name = None
+    if name and isinstance(name, str):
+        return normalize_project_name(name, v2=True)
+    return effective_project_name(cmds.project, environ=cmds.env, v2=True)
+
+
+def resolved_project_name(project, runner=None, environ=None):
+    """``project_name_of`` for a ``ComposeProject`` (finds its compose files and command first)."""
+    cmds = Commands(project, runner=runner or run, environ=environ)
+    return project_name_of(cmds, compose_files(project))
 
 
 def compose_files(project):
@@ -172,6 +210,31 @@ class Commands(object):
         argv = self.compose_argv(args, files)
         rc, out, err = self.runner(argv, cwd=self.project.project_src)
         return argv, rc, out, err
+
+    def is_v2(self):
+        """True for ``docker compose`` (v2), False for ``docker-compose`` (v1) or another command."""
+        base = self.compose_argv([], [])
+        return len(base) >= 2 and base[0] == self.project.docker_cli and base[1] == 'compose'
+
+
+def compose_config(cmds, files):
+    """The project as compose resolves it (``config``; JSON with v2, YAML with v1) as a dict.
+
+    The output holds the interpolated environment (secrets among it): it is parsed here and never returned or logged.
+    """
+    v2 = cmds.is_v2()
+    argv, rc, out, err = cmds.compose(['config', '--format', 'json'] if v2 else ['config'], files)
+    if rc != 0:
+        raise compose_failure(argv, rc, err, 'compose could not read the project')
+    if not v2 and yaml is None:
+        raise ComposeError('reading the output of docker-compose config needs PyYAML: install it (it comes with ansible-core)',
+                           code='compose_failed')
+    try:
+        config = json.loads(out) if v2 else yaml.safe_load(out)
+    except _PARSE_ERRORS as exc:
+        raise ComposeError('compose config gave output that is not %s: %s' % ('JSON' if v2 else 'YAML', (str(exc).splitlines() or ['?'])[0]),
+                           code='compose_failed')
+    return config if isinstance(config, dict) else {}
 
 
 def docker_problem(rc, err, what):
@@ -266,18 +329,135 @@ def absent_argv_args(remove_volumes):
     return ['down', '--remove-orphans'] + (['-v'] if remove_volumes else [])
 
 
+def pgdata_of(environment):
+    """PGDATA of a container's or service's environment (a list of ``NAME=value`` or a dict), else the image's default."""
+    if isinstance(environment, dict):
+        value = environment.get('PGDATA')
+    else:
+        values = dict(item.split('=', 1) for item in (environment or []) if '=' in item)
+        value = values.get('PGDATA')
+    return (value or DEFAULT_PGDATA).rstrip('/') or '/'
+
+
+def _holds(target, pgdata):
+    target = (target or '').rstrip('/') or '/'
+    return target == '/' or pgdata == target or pgdata.startswith(target + '/')
+
+
+def data_mounts_from_inspect(container, project_volumes):
+    """What holds the database's cluster besides the project's named volumes, from ``docker inspect`` of its container.
+
+    The writable mounts whose target is PGDATA or a directory above it: a bind mount (``down -v`` keeps it, and the new
+    database would start on that old cluster) or a volume that is not one of ``project_volumes`` (external, kept by
+    ``down -v``; or anonymous, removed by it). Each as one phrase for a message.
+    """
+    pgdata = pgdata_of((container.get('Config') or {}).get('Env'))
+    found = []
+    for mount in container.get('Mounts') or []:
+        if not mount.get('RW', True) or not _holds(mount.get('Destination'), pgdata):
+            continue
+        if mount.get('Type') == 'bind':
+            found.append('bind mount %s' % mount.get('Source'))
+        elif mount.get('Type') == 'volume' and mount.get('Name') not in project_volumes:
+            found.append('volume %s' % mount.get('Name'))
+    return found
+
+
+def _service_mount(entry):
+    """``(type, source, target, read_only)`` of a service's ``volumes`` entry, short (``src:dst[:mode]``) or long syntax."""
+    if isinstance(entry, dict):
+        return entry.get('type', 'volume'), entry.get('source'), entry.get('target'), bool(entry.get('read_only'))
+    parts = str(entry).split(':')
+    if len(parts) == 1:
+        return 'volume', None, parts[0], False
+    mode = parts[2].split(',') if len(parts) > 2 else []
+    kind = 'bind' if parts[0].startswith(('/', '.', '~')) else 'volume'
+    return kind, parts[0], parts[1], 'ro' in mode
+
+
+def data_mounts_from_config(config, service, exists):
+    """The same as ``data_mounts_from_inspect`` when the service has no container, from ``compose config``.
+
+    ``exists(kind, name)`` says whether a host path (``kind='path'``) or a Docker volume (``kind='volume'``) exists: a bind
+    source or an external volume that does not exist holds nothing. Named volumes of the project itself are left to the
+    label lookup; an anonymous volume without a container no longer exists.
+    """
+    spec = ((config or {}).get('services') or {}).get(service) or {}
+    pgdata = pgdata_of(spec.get('environment'))
+    volumes = (config or {}).get('volumes') or {}
+    found = []
+    for entry in spec.get('volumes') or []:
+        kind, source, target, read_only = _service_mount(entry)
+        if read_only or not source or not _holds(target, pgdata):
+            continue
+        if kind == 'bind':
+            if exists('path', source):
+                found.append('bind mount %s' % source)
+        elif kind == 'volume':
+            declared = volumes.get(source) or {}
+            if declared.get('external'):
+                name = declared.get('name') or source
+                if exists('volume', name):
+                    found.append('external volume %s' % name)
+    return found
+
+
+def service_volumes_from_config(config, service, project_name):
+    """Names of the Docker volumes the service's ``volumes`` entries use (a declared ``name:``, else ``<project>_<key>``)."""
+    spec = ((config or {}).get('services') or {}).get(service) or {}
+    declared = (config or {}).get('volumes') or {}
+    names = []
+    for entry in spec.get('volumes') or []:
+        kind, source, dummy, dummy = _service_mount(entry)
+        if kind == 'volume' and source:
+            names.append((declared.get(source) or {}).get('name') or '%s_%s' % (project_name, source))
+    return names
+
+
+def db_mounts(cmds, files, project_name, containers, project_volumes):
+    """``(data_mounts, db_volumes)``: the database's data outside the project's named volumes (see
+    ``data_mounts_from_inspect``), as phrases, and the names of the volumes its service mounts."""
+    service = cmds.project.db_service
+    own = [c for c in containers if c['service'] == service]
+    if own:
+        rc, out, err = cmds.docker(['inspect', own[0]['id']])
+        if rc != 0:
+            raise docker_problem(rc, err, 'docker inspect')
+        try:
+            inspected = json.loads(out)
+        except ValueError:
+            raise ComposeError('docker inspect of %s gave output that is not JSON' % own[0]['name'], code='compose_failed')
+        container = inspected[0] if inspected else {}
+        names = [m.get('Name') for m in container.get('Mounts') or [] if m.get('Type') == 'volume']
+        return data_mounts_from_inspect(container, project_volumes), names
+
+    def exists(kind, name):
+        if kind == 'path':
+            return os.path.exists(os.path.join(cmds.project.project_src, os.path.expanduser(name)))
+        return cmds.docker(['volume', 'inspect', name])[0] == 0
+    config = compose_config(cmds, files)
+    return data_mounts_from_config(config, service, exists), service_volumes_from_config(config, service, project_name)
+
+
+def other_volumes(volumes, db_volumes):
+    """The volumes ``down -v`` removes that the database service does not mount (the safety dump saves none of them)."""
+    return [v for v in volumes if v not in db_volumes]
+
+
 # --------------------------------------------------------------------------------------------
 # Waiting for the database
 # --------------------------------------------------------------------------------------------
 
-def ready_checks(docker_cli, container, user, database):
+def ready_checks(docker_cli, container, user, database, with_password=False):
     """The two readiness probes, run inside the container.
 
     ``pg_isready`` over TCP (127.0.0.1): the official entrypoint's temporary init server listens on the socket
-    only, so only the final server answers it; then a real ``SELECT 1`` through psql on the socket.
+    only, so only the final server answers it; then a real ``SELECT 1`` through psql on the socket, with
+    ``-e PGPASSWORD`` (the name only: docker takes the value from its own environment) when ``with_password``.
     """
     isready = [docker_cli, 'exec', container, 'pg_isready', '-q', '-h', '127.0.0.1', '-U', user, '-d', database]
-    select = [docker_cli, 'exec', container, 'psql', '-X', '-q', '-A', '-t', '-U', user, '-d', database, '-c', 'SELECT 1']
+    password = ['-e', 'PGPASSWORD'] if with_password else []
+    select = [docker_cli, 'exec'] + password + [container, 'psql', '-X', '-q', '-A', '-t', '-U', user, '-d', database, '-c', 'SELECT 1']
     return isready, select
 
 
@@ -304,10 +484,12 @@ def wait_ready(cmds, project_name, timeout, clock=time.monotonic, sleep=time.sle
                                    % (container['name'], project.db_service, container['state'],
                                       logs_command(project.docker_cli, container['name'])), code='not_ready')
             if container['state'] == 'running':
-                isready, select = ready_checks(project.docker_cli, container['id'], project.db_user, project.db_name)
+                isready, select = ready_checks(project.docker_cli, container['id'], project.db_user, project.db_name,
+                                               with_password=bool(project.db_password))
                 rc, dummy, err = cmds.runner(isready, timeout=60)
                 if rc == 0:
-                    rc, out, err = cmds.runner(select, timeout=60)
+                    rc, out, err = cmds.runner(select, timeout=60, env=dict(cmds.env, PGPASSWORD=project.db_password)
+                                               if project.db_password else cmds.env)
                     if rc == 0 and out.strip() == '1':
                         return round(clock() - started, 3)
                     last = (err or out or '').strip().splitlines()[-1:] or ['SELECT 1 gave no answer']
@@ -334,8 +516,9 @@ def run_compose_project(project, state='present', services=None, remove_volumes=
     cmds = Commands(project, runner=runner or run, environ=environ)
     files = compose_files(project)
     check_docker(cmds)
-    name = effective_project_name(project, environ=cmds.env)
-    result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': []}
+    name = project_name_of(cmds, files)
+    result = {'changed': False, 'project_name': name, 'state': state, 'containers': [], 'volumes_removed': [], 'networks_removed': [],
+              'data_mounts': [], 'other_volumes': [], 'orphans': []}
     try:
         if state == 'absent':
             return _absent(cmds, files, name, remove_volumes, check_mode, result)
@@ -351,6 +534,11 @@ def _absent(cmds, files, name, remove_volumes, check_mode, result):
     volumes = list_labelled(cmds, 'volume', name) if remove_volumes else []
     result['containers'] = public_containers(containers)
     result['cmd'] = cmds.compose_argv(absent_argv_args(remove_volumes), files)
+    if remove_volumes:
+        result['data_mounts'], db_volumes = db_mounts(cmds, files, name, containers, volumes)
+        result['other_volumes'] = other_volumes(volumes, db_volumes)
+    services = set(list_services(cmds, files))
+    result['orphans'] = sorted(c['name'] for c in containers if c['service'] not in services)
     if not (containers or networks or volumes):
         result['msg'] = 'project %s has no containers%s or networks: nothing to remove' % (name, ', volumes' if remove_volumes else '')
         return result

@@ -2,7 +2,8 @@
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""An advisory lock so that two backups (or a backup and a restore) of one database do not overlap.
+"""An advisory lock so that two backups of one database do not overlap, and leases so that two restores, or a backup
+and a restore, of one database do not overlap.
 
 Internal to the fleet_telemetry.dr collection: not a public API, it may change without notice.
 
@@ -14,7 +15,11 @@ file is truncated on release and never unlinked (unlinking would let two process
 inodes of the same name).
 
 flock is per host (and per NFS server on Linux): it keeps two runs on one host apart, which is what the
-backup needs. This file imports nothing from the collection and must keep compiling on Python 3.8.
+backup needs. A restore spans many processes, so it holds a lease (``acquire_lease``, below) named
+``restore-<database>`` in the backup directory instead; a backup into that directory refuses to start while a
+live one exists (``restore_in_progress``), so it never dumps a database that a restore has emptied or
+half-restored. (The restore's own safety dump goes to the ``safety`` subdirectory, where no lease lives.)
+This file imports nothing from the collection and must keep compiling on Python 3.8.
 """
 
 from __future__ import annotations
@@ -106,6 +111,18 @@ def describe_holder(holder, purpose):
         what, holder.get('pid'), user, holder.get('host', 'unknown'), holder.get('started_at', 'an unknown time'))
 
 
+def _held_error(path, purpose):
+    """The ``LockHeldError`` of the held lock file ``path``: its holder's details, read again while still empty."""
+    holder = {}
+    for attempt in range(_HOLDER_READ_RETRIES):
+        holder = read_holder(path)
+        if holder.get('pid'):
+            break
+        if attempt + 1 < _HOLDER_READ_RETRIES:
+            time.sleep(_HOLDER_READ_PAUSE)
+    return LockHeldError(describe_holder(holder, purpose), holder, path)
+
+
 class BackupLock:
     """Exclusive advisory lock ``<directory>/.<name>.lock``; a context manager.
 
@@ -145,14 +162,7 @@ class BackupLock:
                             % (self.path, exc.strerror or exc, self.directory)) from None
 
     def _held_error(self):
-        holder = {}
-        for attempt in range(_HOLDER_READ_RETRIES):
-            holder = read_holder(self.path)
-            if holder.get('pid'):
-                break
-            if attempt + 1 < _HOLDER_READ_RETRIES:
-                time.sleep(_HOLDER_READ_PAUSE)
-        return LockHeldError(describe_holder(holder, self.purpose), holder, self.path)
+        return _held_error(self.path, self.purpose)
 
     def acquire(self):
         """Take the lock or raise ``LockHeldError`` (after ``timeout``) / ``LockError``; return self."""
@@ -245,6 +255,29 @@ def _read_lease(path):
         return {}
 
 
+def restore_lease_name(database):
+    """The name of the lease a restore of ``database`` holds (the restore role's ``restore-<db>``)."""
+    return 'restore-%s' % database
+
+
+def restore_in_progress(directory, database, now=None):
+    """``LockHeldError`` naming the restore when a live restore lease of ``database`` is in ``directory``, else None.
+
+    Read without the lease's flock (a lease file is replaced by a rename, so a reader sees a whole one or none), so a
+    check-mode run creates no lock file.
+    """
+    path = lease_path(directory, restore_lease_name(database))
+    try:
+        lease = _read_lease(path)
+    except OSError:
+        return None
+    held = lease_problem(lease, None, now)
+    if not held:
+        return None
+    return LockHeldError('a backup of %s is refused while a restore of it runs (it would save an emptied or half-restored '
+                         'database): %s' % (database, describe_lease(held, path)), held, path)
+
+
 def _write_lease(path, lease):
     tmp = '%s.%d.tmp' % (path, os.getpid())
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, 'O_NOFOLLOW', 0), 0o600)
@@ -256,32 +289,78 @@ def _write_lease(path, lease):
     os.rename(tmp, path)
 
 
-def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=None):
+def lock_is_held(directory, name):
+    """``LockHeldError`` naming the holder when another process holds the flock ``name`` in ``directory``, else None.
+
+    Nothing is created or written: the file is opened read-only (a missing one means nobody holds it), and a free lock
+    is taken and dropped at once."""
+    path = lock_path(directory, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOFOLLOW', 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LockError('cannot read the lock file %s: %s' % (path, exc.strerror or exc)) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise LockError('cannot lock %s: %s' % (path, exc.strerror or exc)) from None
+        return _held_error(path, 'backup of %s' % name)
+    finally:
+        os.close(fd)
+    return None
+
+
+def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=None, exclude_locks=()):
     """Take (or renew) the lease ``name`` for ``token``; return ``(lease, changed)``. ``LockHeldError`` when another
-    live token holds it. In check mode nothing is written: the lease that would be taken is returned."""
+    live token holds it, or when another process holds one of the flocks ``exclude_locks`` (for a restore, the
+    backup's ``backup-<db>``: checked after the lease is written, while a backup checks for the lease after taking that
+    flock, so one of the two always sees the other). In check mode nothing is written, and no lock file is created:
+    the lease that would be taken is returned."""
     path = lease_path(directory, name)
+    if check_mode:
+        held = lease_problem(_read_lease(path), token, now)
+        if held:
+            raise LockHeldError(describe_lease(held, path), held, path)
+        for lock_name in exclude_locks:
+            busy = lock_is_held(directory, lock_name)
+            if busy:
+                raise busy
+        return _new_lease(_read_lease(path), token, ttl, purpose, now), _read_lease(path).get('token') != token
     with BackupLock(directory, name, purpose=purpose, timeout=10):
         current = _read_lease(path)
         held = lease_problem(current, token, now)
         if held:
             raise LockHeldError(describe_lease(held, path), held, path)
-        epoch = _epoch(now)
-        lease = holder_info(purpose)
-        lease.update(token=token, expires=epoch + ttl,
-                     expires_at=datetime.datetime.fromtimestamp(epoch + ttl, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
-        if current.get('token') == token:
-            lease['started_at'] = current.get('started_at', lease['started_at'])
-        if not check_mode:
-            _write_lease(path, lease)
-        return lease, current.get('token') != token
+        lease = _new_lease(current, token, ttl, purpose, now)
+        _write_lease(path, lease)
+    for lock_name in exclude_locks:
+        busy = lock_is_held(directory, lock_name)
+        if busy:
+            if current.get('token') != token:
+                release_lease(directory, name, token)
+            raise busy
+    return lease, current.get('token') != token
+
+
+def _new_lease(current, token, ttl, purpose, now):
+    epoch = _epoch(now)
+    lease = holder_info(purpose)
+    lease.update(token=token, expires=epoch + ttl,
+                 expires_at=datetime.datetime.fromtimestamp(epoch + ttl, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
+    if current.get('token') == token:
+        lease['started_at'] = current.get('started_at', lease['started_at'])
+    return lease
 
 
 def release_lease(directory, name, token, check_mode=False):
     """Give up the lease ``name`` when ``token`` holds it; return True when it was (or would be) removed."""
     path = lease_path(directory, name)
+    if check_mode:
+        return _read_lease(path).get('token') == token
     with BackupLock(directory, name, timeout=10):
         if _read_lease(path).get('token') != token:
             return False
-        if not check_mode:
-            os.unlink(path)
+        os.unlink(path)
         return True

@@ -34,6 +34,8 @@ import time
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import toc_runner_for as _backup_toc_runner
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import Commands as ComposeCommands
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeProject, compose_config, compose_files
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import (
     USER_TABLES_QUERY,
     PsqlSession,
@@ -539,8 +541,7 @@ def table_data_argv(conn, path, table, runner=run):
     """
     args = ['-a'] + _table_selectors(table) + ['-f', '-']
     if conn.transport == 'compose':
-        container = resolve_container(conn, runner)
-        return [conn.docker_cli, 'exec', '-i', container, 'pg_restore'] + args, path
+        return tools_prefix(conn, runner) + ['pg_restore'] + args, path
     binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'
     return [binary] + args + [path], None
 
@@ -812,11 +813,44 @@ def public_artifact(info):
     return dict((key, info.get(key)) for key in keys)
 
 
-def toc_runner_for(conn, runner=run):
-    """``pg_restore -l`` of an artifact through the transport (inside the container for compose)."""
+def service_image(conn, runner=run):
+    """The image of the database's compose service (from ``compose config``), or None when compose cannot tell."""
+    project = ComposeProject(conn.project_src, project_name=conn.project_name, docker_cli=conn.docker_cli)
+    try:
+        config = compose_config(ComposeCommands(project, runner=runner), compose_files(project))
+    except TransportError:
+        return None
+    image = (((config.get('services') or {}).get(conn.service) or {}).get('image'))
+    return image if isinstance(image, str) and image else None
+
+
+def offline_tools_prefix(docker_cli, image):
+    """Runs a program in a throw-away container of ``image`` without network (``pg_restore`` reading an archive on stdin)."""
+    return [docker_cli, 'run', '--rm', '-i', '--network', 'none', '--entrypoint', '', image]
+
+
+def tools_prefix(conn, runner=run, image_of=service_image):
+    """Where the compose transport runs ``pg_restore`` on an archive given on stdin: ``docker exec -i`` of the running
+    container; when the service's container is down (a restore after a disaster), a throw-away container of the service's
+    image (its own pg_restore, so the archive's version is understood), so a custom or directory backup can still be
+    checked before anything is removed. ``container_down`` when neither exists."""
+    try:
+        container = resolve_container(conn, runner)
+    except TransportError as exc:
+        if exc.code != 'container_down':
+            raise
+        image = image_of(conn, runner)
+        if not image:
+            raise
+        return offline_tools_prefix(conn.docker_cli, image)
+    return [conn.docker_cli, 'exec', '-i', container]
+
+
+def toc_runner_for(conn, runner=run, image_of=service_image):
+    """``pg_restore -l`` of an artifact through the transport (see ``tools_prefix`` for compose)."""
     def toc(path):
         if conn.transport == 'compose':
-            resolve_container(conn, runner)
+            return _backup_toc_runner(conn, prefix=tools_prefix(conn, runner, image_of))(path)
         return _backup_toc_runner(conn)(path)
     return toc
 

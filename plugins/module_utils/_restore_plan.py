@@ -64,15 +64,35 @@ def report_name(started_at):
 # The safety dump
 # --------------------------------------------------------------------------------------------
 
-def safety_decision(db_check, volumes, policy='continue'):
+def other_volumes_problem(other_volumes, allowed=False, orphans=()):
+    """Refuse (PlanError ``other_volumes``) when ``down -v`` would also remove volumes the database service does not mount,
+    which no safety dump saves, unless ``allowed``; else return the sentence for the note and report, or None."""
+    other_volumes = list(other_volumes or [])
+    orphans = list(orphans or [])
+    parts = []
+    if other_volumes:
+        parts.append('volume(s) %s of other services' % ', '.join(other_volumes))
+    if orphans:
+        parts.append('container(s) %s not in the compose file (--remove-orphans)' % ', '.join(orphans))
+    if not parts:
+        return None
+    what = 'down -v also removes %s, which no safety dump saves' % ' and '.join(parts)
+    if other_volumes and not allowed:
+        raise PlanError('%s: back them up or move them out of the project, or set restore_remove_other_volumes=true to remove '
+                        'them; nothing was changed' % what, code='other_volumes')
+    return what
+
+
+def safety_decision(db_check, volumes, policy='continue', mounts=()):
     """Decide about the safety dump; return ``{take, reachable, note}`` or raise PlanError.
 
     ``db_check`` is the result of pg_logical_backup's check-mode preflight against the current database; ``volumes`` are the
-    named volumes ``down -v`` would remove. The database answers: take the dump. It does not answer (db_down,
-    container_down): with nothing to destroy (no volume) there is nothing to save and the restore goes on (``continue``,
-    the default); when a volume exists, its data could be lost without a safety dump, so ``continue`` stops and only
-    ``force`` goes on; ``stop`` never goes on without a safety dump. Any other failure of the check (wrong password, missing
-    database ...) is a setting to fix: stop.
+    named volumes ``down -v`` would remove; ``mounts`` the other places that hold the database's cluster (a bind mount, an
+    external or anonymous volume: ``compose_project``'s ``data_mounts``), whose data the restore would replace. The database
+    answers: take the dump. It does not answer (db_down, container_down): with nothing to destroy (no volume, no mount)
+    there is nothing to save and the restore goes on (``continue``, the default); when a volume or mount exists, its data
+    could be lost without a safety dump, so ``continue`` stops and only ``force`` goes on; ``stop`` never goes on without a
+    safety dump. Any other failure of the check (wrong password, missing database ...) is a setting to fix: stop.
     """
     if policy not in UNREACHABLE_POLICIES:
         raise PlanError('restore_unreachable must be one of %s, not %s' % (', '.join(UNREACHABLE_POLICIES), policy), code='bad_option')
@@ -91,16 +111,18 @@ def safety_decision(db_check, volumes, policy='continue'):
     if policy == 'stop':
         raise PlanError('the current database does not answer (%s), so no safety dump can be taken, and restore_unreachable=stop: '
                         'start the database, or set restore_unreachable=continue; nothing was changed' % reason, code='unreachable')
-    if volumes and policy != 'force':
-        raise PlanError('the current database does not answer (%s) but its volume %s still exists and down -v would destroy it '
-                        'without a safety dump: start the database (docker compose up -d db) so that one can be taken, or set '
-                        'restore_unreachable=force to restore without one; nothing was changed' % (reason, ', '.join(volumes)),
+    data = ['volume %s' % v for v in volumes] + list(mounts or [])
+    if data and policy != 'force':
+        raise PlanError('the current database does not answer (%s) but its data still exists (%s) and the restore would destroy '
+                        'it without a safety dump: start the database (docker compose up -d db) so that one can be taken, or set '
+                        'restore_unreachable=force to restore without one; nothing was changed' % (reason, ', '.join(data)),
                         code='unreachable')
-    if volumes:
-        note = ('the current database does not answer (%s); restore_unreachable=force: no safety dump, volume %s is removed '
-                'without one' % (reason, ', '.join(volumes)))
+    if data:
+        note = ('the current database does not answer (%s); restore_unreachable=force: no safety dump, its data (%s) is '
+                'replaced without one' % (reason, ', '.join(data)))
     else:
-        note = 'the current database does not answer (%s) and no volume of it exists: nothing to save, no safety dump' % reason
+        note = ('the current database does not answer (%s) and no volume or mount of it holds data: nothing to save, no safety '
+                'dump' % reason)
     return {'take': False, 'reachable': False, 'note': note}
 
 
@@ -265,6 +287,8 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
     safety_plan = results.get('safety_plan')
     if _ran(safety_plan) and safety_plan.get('note'):
         data['safety_note'] = safety_plan['note']
+    if _ran(safety_plan) and safety_plan.get('also_removed'):
+        data['also_removed'] = safety_plan['also_removed']
 
     if failed_step:
         what = 'the restore failed at step "%s": %s' % (failed_step_name, failed_msg or 'no message')

@@ -41,7 +41,9 @@ options:
     type: path
     required: true
   project_name:
-    description: Compose project name (C(-p)). Default is what compose derives (E(COMPOSE_PROJECT_NAME), else the directory's name).
+    description:
+      - Compose project name (C(-p)). Default is what compose derives (E(COMPOSE_PROJECT_NAME), else, with C(docker compose)
+        v2, the compose file's top-level C(name:), else the directory's name).
     type: str
   files:
     description: Compose files (C(-f)), relative to O(project_src) or absolute. Default is compose's own default file.
@@ -94,6 +96,12 @@ options:
     description: Database of the readiness checks.
     type: str
     default: telemetry_db
+  db_password:
+    description:
+      - Password of O(db_user) for the C(SELECT 1) readiness check, for a C(pg_hba.conf) that asks for one over the socket.
+        It reaches C(psql) as E(PGPASSWORD) through C(docker exec -e PGPASSWORD) (the name only; the value travels in the
+        environment), never in arguments or the result.
+    type: str
 requirements:
   - Docker Engine and C(docker compose) (v2) or C(docker-compose) (v1) on the host.
 notes:
@@ -151,7 +159,10 @@ cmd:
   elements: str
   sample: [docker-compose, -p, telemetry, up, -d, db]
 project_name:
-  description: The project name compose uses (its labels' value).
+  description:
+    - The project name compose uses (its labels' value). With C(docker compose) v2 it is the C(name) of
+      C(docker compose config --format json), so a top-level C(name:) of the compose file counts; with C(docker-compose) v1
+      it is derived as v1 does (O(project_name), E(COMPOSE_PROJECT_NAME), C(.env), the directory's name).
   returned: always
   type: str
 state:
@@ -170,6 +181,30 @@ volumes_removed:
   type: list
   elements: str
   sample: [telemetry_db_data]
+data_mounts:
+  description:
+    - With O(state=absent) and O(remove_volumes), the other places that hold the cluster of O(db_service) (the writable
+      mounts at PGDATA or above it that are not one of the project's named volumes), read from C(docker inspect) of its
+      container or, without one, from C(compose config) - a bind mount or an external volume (both kept by C(down -v), so
+      the new database would start on the old cluster) or an anonymous volume (removed by C(down -v)).
+  returned: always
+  type: list
+  elements: str
+  sample: [bind mount /srv/pgdata]
+other_volumes:
+  description:
+    - With O(state=absent) and O(remove_volumes), the volumes of RV(volumes_removed) that O(db_service) does not mount (from
+      C(docker inspect) of its container or, without one, from C(compose config)).
+  returned: always
+  type: list
+  elements: str
+  sample: [telemetry_app_uploads]
+orphans:
+  description: With O(state=absent), the containers of the project that are not in its compose file (C(--remove-orphans) removes them).
+  returned: always
+  type: list
+  elements: str
+  sample: []
 networks_removed:
   description: Networks removed (in check mode, that would be removed).
   returned: always
@@ -209,6 +244,7 @@ def argument_spec():
         db_service=dict(type='str', default='db'),
         db_user=dict(type='str', default='challengeuser'),
         db_name=dict(type='str', default='telemetry_db'),
+        db_password=dict(type='str', no_log=True),
     )
 
 
@@ -218,7 +254,8 @@ def main():
     if params['wait_timeout'] < 1:
         module.fail_json(msg='wait_timeout must be at least 1 second', error_code='bad_option', changed=False)
     project = ComposeProject(params['project_src'], project_name=params['project_name'], files=params['files'], env=params['env'],
-                             db_service=params['db_service'], db_user=params['db_user'], db_name=params['db_name'])
+                             db_service=params['db_service'], db_user=params['db_user'], db_name=params['db_name'],
+                             db_password=params['db_password'])
     try:
         result = run_compose_project(project, state=params['state'], services=params['services'], remove_volumes=params['remove_volumes'],
                                      wait=params['wait'], wait_timeout=params['wait_timeout'], check_mode=module.check_mode)

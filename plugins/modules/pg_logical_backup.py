@@ -20,6 +20,9 @@ description:
   - When O(encryption_key) is given, sample photos are decrypted with it first and its fingerprint is recorded in
     the manifest, so a restore can prove it has the right key before destroying anything.
   - A lock file in O(backup_dir) stops two backups of the same database from running at once.
+  - While a restore of the database holds its lease C(.restore-<database>.lease.json) in O(backup_dir) (see
+    M(fleet_telemetry.dr.run_lease)), the backup is refused with RV(error_code=lock_held), in check mode too, so it never
+    saves a database that the restore has emptied or half-restored.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -30,7 +33,8 @@ attributes:
   check_mode:
     support: full
     details:
-      - Connects read-only, reports the artifact path it would write and the estimated data size, writes nothing.
+      - Connects read-only, reports the artifact path it would write and the estimated data size, writes nothing; refused like
+        a real run while a restore holds its lease.
   diff_mode:
     support: none
   idempotent:

@@ -131,6 +131,8 @@ options:
     default: true
 requirements:
   - PostgreSQL client tools (C(psql), C(pg_restore)) in the container (O(transport=compose)) or on the host (O(transport=direct)).
+    With O(preflight_only) over the compose transport and the service's container down, a custom or directory archive is
+    read in a throw-away container of the service's image (C(docker run --rm -i --network none)).
   - C(zstd) or C(gzip) on the host for compressed plain dumps.
 notes:
   - The target database must exist. In a fresh compose stack it does (E(POSTGRES_DB)); elsewhere create it first, for example

@@ -11,11 +11,12 @@ version_added: 0.1.0
 description:
   - Used by the role C(fleet_telemetry.dr.restore); it reads only the results of the role's other tasks and changes nothing.
   - O(stage=safety) decides about the safety dump of the current database from the check-mode result of
-    M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)) and the volumes C(down -v) would remove (O(volumes)). When the
-    database answers, a safety dump is taken. When it does not answer (RV(error_code) V(db_down) or V(container_down)) and
-    no volume exists, there is nothing to save and the restore goes on without one. When it does not answer but a volume
-    exists, the task fails unless O(unreachable=force), because the volume's data would be lost without a safety dump. Any
-    other failure of the check (wrong password, missing database) fails the task, naming the setting.
+    M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)), the volumes C(down -v) would remove (O(volumes)) and the other
+    mounts that hold the database's cluster (O(mounts)). When the database answers, a safety dump is taken. When it does
+    not answer (RV(error_code) V(db_down) or V(container_down)) and no volume or mount exists, there is nothing to save
+    and the restore goes on without one. When it does not answer but a volume or mount exists, the task fails unless
+    O(unreachable=force), because its data would be lost without a safety dump. Any other failure of the check (wrong
+    password, missing database) fails the task, naming the setting.
   - O(stage=report) builds the report data for M(fleet_telemetry.dr.dr_report) from O(results), the failure message of a
     failed run and, when the failure came after C(down -v), the way back - the safety dump's path and the exact
     C(ansible-playbook) command that restores it - and the C(set_stats) facts.
@@ -51,11 +52,37 @@ options:
     type: list
     elements: str
     default: []
+  mounts:
+    description:
+      - With O(stage=safety), the other places that hold the database's cluster - a bind mount, an external or anonymous
+        volume (RV(fleet_telemetry.dr.compose_project#module:data_mounts)) - each as a phrase for the message.
+    type: list
+    elements: str
+    default: []
+  other_volumes:
+    description:
+      - With O(stage=safety), the volumes C(down -v) would remove that the database service does not mount
+        (RV(fleet_telemetry.dr.compose_project#module:other_volumes)); no safety dump saves them, so the task fails
+        (RV(error_code=other_volumes)) unless O(remove_other_volumes=true).
+    type: list
+    elements: str
+    default: []
+  orphans:
+    description:
+      - With O(stage=safety), the containers of the project that are not in its compose file, which C(--remove-orphans)
+        removes (RV(fleet_telemetry.dr.compose_project#module:orphans)); named in the note.
+    type: list
+    elements: str
+    default: []
+  remove_other_volumes:
+    description: With O(stage=safety), go on although O(other_volumes) is not empty (they are removed without a safety dump).
+    type: bool
+    default: false
   unreachable:
     description:
       - With O(stage=safety), what to do when the current database does not answer.
-      - V(continue) goes on without a safety dump only when there is nothing to save (no volume); V(stop) never goes on without
-        a safety dump; V(force) goes on even when a volume would be destroyed without one.
+      - V(continue) goes on without a safety dump only when there is nothing to save (no volume, no mount); V(stop) never goes
+        on without a safety dump; V(force) goes on even when a volume or mount would lose its data without one.
     type: str
     choices: [continue, stop, force]
     default: continue
@@ -124,6 +151,7 @@ EXAMPLES = r"""
     stage: safety
     db_check: "{{ _restore_db_check }}"
     volumes: "{{ _restore_down_plan.volumes_removed }}"
+    mounts: "{{ _restore_down_plan.data_mounts }}"
   register: _restore_safety_plan
 
 - name: Build the report of a failed restore and the way back
@@ -150,7 +178,7 @@ msg:
   returned: always
   type: str
 error_code:
-  description: V(unreachable), V(safety_check_failed) or V(bad_option).
+  description: V(unreachable), V(safety_check_failed), V(disk_full), V(other_volumes) or V(bad_option).
   returned: failure
   type: str
 take:
@@ -163,6 +191,10 @@ reachable:
   type: bool
 note:
   description: With O(stage=safety), one sentence for the report.
+  returned: O(stage=safety)
+  type: str
+also_removed:
+  description: With O(stage=safety), what C(down -v) removes besides the database (O(other_volumes), O(orphans)), or V(null).
   returned: O(stage=safety)
   type: str
 data:
@@ -205,6 +237,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan i
     PlanError,
     build_report,
     find_failed_step,
+    other_volumes_problem,
     safety_decision,
 )
 
@@ -215,6 +248,10 @@ def main():
             stage=dict(type='str', choices=['safety', 'report'], required=True),
             db_check=dict(type='dict', default={}),
             volumes=dict(type='list', elements='str', default=[]),
+            mounts=dict(type='list', elements='str', default=[]),
+            other_volumes=dict(type='list', elements='str', default=[]),
+            orphans=dict(type='list', elements='str', default=[]),
+            remove_other_volumes=dict(type='bool', default=False),
             unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
             results=dict(type='dict', default={}),
             started_at=dict(type='str'),
@@ -237,11 +274,14 @@ def main():
     params = module.params
     if params['stage'] == 'safety':
         try:
-            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'])
+            also_removed = other_volumes_problem(params['other_volumes'], params['remove_other_volumes'], params['orphans'])
+            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'], mounts=params['mounts'])
         except PlanError as exc:
             module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
             return
-        module.exit_json(changed=False, msg=decision['note'], **decision)
+        if also_removed:
+            decision['note'] = '%s; %s' % (decision['note'], also_removed)
+        module.exit_json(changed=False, msg=decision['note'], also_removed=also_removed, **decision)
         return
     failed_step = find_failed_step(params['results'], params['failed_task'] or 'unknown') if params['failed'] else None
     try:

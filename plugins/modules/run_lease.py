@@ -16,6 +16,9 @@ description:
     secret.
   - A lease older than O(ttl) counts as abandoned (the play that took it was killed before it could give it up) and is
     taken over.
+  - M(fleet_telemetry.dr.pg_logical_backup) refuses (RV(error_code=lock_held)) to back up a database into a directory that
+    holds a live C(restore-<database>) lease; with O(exclude_locks=[backup-<database>]) the lease is in turn refused while
+    a backup of the database into O(directory) runs, so a backup and a restore never overlap.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -24,14 +27,14 @@ attributes:
   check_mode:
     support: full
     details:
-      - Says whether the lease could be taken (or would be given up) and writes nothing; a lease held by another run fails
-        in check mode too.
+      - Says whether the lease could be taken (or would be given up) and writes nothing, not even a lock file; a lease
+        held by another run, or a lock of O(exclude_locks) held, fails in check mode too.
   diff_mode:
     support: none
   idempotent:
     support: full
     details:
-      - Taking a lease the same O(token) holds renews it and reports RV(changed=false).
+      - Taking a lease the same O(token) holds renews it and reports C(changed=false).
 options:
   directory:
     description: Directory of the lease file, for example the backup directory. It must exist.
@@ -58,6 +61,13 @@ options:
     description: What the run does, in the message a contender gets.
     type: str
     default: restore
+  exclude_locks:
+    description:
+      - With O(state=present), names of locks in O(directory) (of M(fleet_telemetry.dr.pg_logical_backup), C(backup-<database>))
+        that another process must not hold; the lease is refused (and not kept) while one is.
+    type: list
+    elements: str
+    default: []
 seealso:
   - module: fleet_telemetry.dr.pg_logical_backup
 """
@@ -69,6 +79,7 @@ EXAMPLES = r"""
     name: restore-telemetry_db
     token: "{{ restore_token }}"
     purpose: restore of telemetry_db
+    exclude_locks: [backup-telemetry_db]
 
 - name: Give it up
   fleet_telemetry.dr.run_lease:
@@ -88,7 +99,7 @@ lease:
   returned: success, with O(state=present)
   type: dict
 holder:
-  description: The lease of the run that holds it.
+  description: The lease of the run that holds it, or the details of the process that holds a lock of O(exclude_locks).
   returned: when RV(error_code=lock_held)
   type: dict
 error_code:
@@ -108,10 +119,12 @@ def main():
         argument_spec=dict(
             directory=dict(type='path', required=True),
             name=dict(type='str', required=True),
-            token=dict(type='str', required=True),
+            # It names a run (it is in the lease file and the result), it grants nothing: not a secret.
+            token=dict(type='str', required=True, no_log=False),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             ttl=dict(type='int', default=14400),
             purpose=dict(type='str', default='restore'),
+            exclude_locks=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
@@ -122,7 +135,7 @@ def main():
             changed = release_lease(params['directory'], params['name'], params['token'], check_mode=module.check_mode)
             module.exit_json(changed=changed, path=path, msg='lease %s %s' % (path, 'given up' if changed else 'not held by this run'))
         lease, changed = acquire_lease(params['directory'], params['name'], params['token'], params['ttl'], params['purpose'],
-                                       check_mode=module.check_mode)
+                                       check_mode=module.check_mode, exclude_locks=params['exclude_locks'])
     except LockHeldError as exc:
         module.fail_json(msg=str(exc), error_code='lock_held', holder=exc.holder, path=path, changed=False)
     except (LockError, OSError) as exc:

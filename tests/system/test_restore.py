@@ -115,16 +115,27 @@ def output(proc):
     return proc.stdout + proc.stderr
 
 
-def failure_message(proc):
-    """The msg of the role's final failure task ("Stop with what failed and how to get back")."""
+def failure_message(proc, task='Stop with what failed and how to get back'):
+    """The msg of one of the role's final failure tasks (by default "Stop with what failed and how to get back")."""
     text = output(proc)
-    marker = 'TASK [fleet_telemetry.dr.restore : Stop with what failed and how to get back]'
+    marker = 'TASK [fleet_telemetry.dr.restore : %s]' % task
     assert marker in text, 'the run did not end in the role\'s failure task:\n%s' % text[-6000:]
     prefix = 'fatal: [%s]: FAILED! => ' % HOST
     for line in text[text.index(marker):].splitlines():
         if line.startswith(prefix):
             return json.loads(line[len(prefix):])['msg']
     raise AssertionError('no failure line after the failure task:\n%s' % text[-6000:])
+
+
+def task_status(proc, task):
+    """The status word (ok, changed, skipping, fatal ...) of the role's task ``task`` in the run's output."""
+    text = output(proc)
+    marker = 'TASK [fleet_telemetry.dr.restore : %s]' % task
+    assert marker in text, 'no task %s in the output:\n%s' % (task, text[-6000:])
+    for line in text[text.index(marker) + len(marker):].splitlines():
+        if line.endswith(': [%s]' % HOST) or ': [%s]' % HOST in line:
+            return line.split(':', 1)[0]
+    raise AssertionError('no status line after %s' % marker)
 
 
 def reports(production):
@@ -275,6 +286,21 @@ def test_a_second_restore_while_one_runs_is_refused(production, plain_backup):
     assert all(production.state()['counts'][table] == count for table, count in manifest['row_counts'].items())
 
 
+def test_a_backup_while_a_restore_holds_its_lease_is_refused(production):
+    """A restore's lease (taken by another run's token) in the backup directory: backup.yml writes nothing and says why."""
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock
+    listing = sorted(p for p in os.listdir(production.backup_dir) if not p.startswith('.'))
+    _lock.acquire_lease(production.backup_dir, 'restore-telemetry_db', 'another-run', 600, 'restore of telemetry_db')
+    try:
+        proc = production.playbook(BACKUP_PLAYBOOK)
+    finally:
+        assert _lock.release_lease(production.backup_dir, 'restore-telemetry_db', 'another-run')
+    assert proc.returncode != 0
+    assert 'a backup of telemetry_db is refused while a restore of it runs' in output(proc), output(proc)[-4000:]
+    assert '"error_code": "lock_held"' in output(proc), output(proc)[-4000:]
+    assert sorted(p for p in os.listdir(production.backup_dir) if not p.startswith('.')) == listing
+
+
 def test_newest_is_never_a_safety_dump(production):
     """After a restore its safety dump is the newest file under the backup directory, yet the newest backup is picked."""
     newest_backup = newest_artifact(production.backup_dir)
@@ -296,13 +322,19 @@ def test_runbook_backup_restores_and_verifies(production):
     assert all(t['ok'] and t['source'] == 'dump' for t in report['tables']), report['tables']
 
 
-def test_check_mode_changes_nothing(production):
+def test_check_mode_changes_nothing(production, plain_backup):
     before = production.state()
     container = production.stack.container
     listing = tree(production.backup_dir)
     proc = production.restore('--check', '-e', 'restore_confirm=true')
     assert proc.returncode == 0, output(proc)[-6000:]
     assert 'check mode: would restore' in output(proc)
+    # A real run recreates the containers after down -v, so check mode reports the two starts as changes.
+    assert task_status(proc, 'Remove the stack and its volumes (down -v)') == 'changed'
+    assert task_status(proc, 'Start the database service and wait until it answers') == 'changed'
+    assert task_status(proc, 'Start the rest of the stack') == 'changed'
+    assert task_status(proc, 'Renew the restore lease before down -v (the preflight and the safety dump took part of its ttl)') == 'ok'
+    assert task_status(proc, 'Renew the restore lease before the restore') == 'ok'
     assert_untouched(production, before, container)
     assert tree(production.backup_dir) == listing
 
@@ -384,6 +416,25 @@ def test_unreachable_target_is_refused_while_its_volume_exists(production, plain
     assert_untouched(production, before, container)
 
 
+def test_custom_backup_restores_while_the_database_is_down(production):
+    """A custom-format backup, production's database stopped (a restore after a disaster): the preflight reads the
+    archive's table of contents in a throw-away container of the service's image, and the restore goes on."""
+    before = production.state()
+    artifact = production.backup('-e', 'backup_format=custom', '-e', 'backup_compression=none')
+    assert artifact.endswith('.dump'), artifact
+    container = production.stack.container
+    checked(['docker', 'stop', '-t', '5', container], 'docker stop')
+    try:
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + artifact, '-e', 'restore_unreachable=force')
+    finally:
+        if run(['docker', 'ps', '-aq', '--filter', 'id=' + container]).stdout.strip():
+            checked(['docker', 'start', container], 'docker start')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    production.refresh()
+    production.stack.wait_healthy()
+    assert production.state() == before
+
+
 def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
     """The database does not become ready within restore_wait_timeout=1 after down -v: the message names the safety dump and
     the command that restores it; running that command brings production's data back."""
@@ -435,6 +486,23 @@ def test_artifact_broken_after_down_v_is_recovered_from_the_safety_dump(producti
     production.stack.wait_healthy()
     recovered = production.command(recovery_command(msg))
     assert recovered.returncode == 0, output(recovered)[-6000:]
+    assert production.state() == before
+
+
+def test_report_write_failure_after_a_good_restore_is_no_rollback(production, plain_backup):
+    """The report directory cannot be created (its parent is a file): the restore itself passed, so the run fails on the
+    report alone, says the database was restored and never offers a way back; the lease is given up."""
+    before = production.state()
+    blocker = os.path.join(production.workdir, 'not-a-directory')
+    with open(blocker, 'w') as fileobj:
+        fileobj.write('a file where the report directory\'s parent should be\n')
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup,
+                              '-e', 'restore_report_dir=' + os.path.join(blocker, 'reports'))
+    assert proc.returncode != 0
+    msg = failure_message(proc, 'Stop when the report of a good restore could not be written')
+    assert 'restored and verified telemetry_db from %s' % plain_backup in msg and 'could not be written' in msg, msg
+    assert 'already removed' not in msg and 'to bring it back' not in msg, msg
+    assert not os.path.exists(os.path.join(production.backup_dir, '.restore-telemetry_db.lease.json'))
     assert production.state() == before
 
 

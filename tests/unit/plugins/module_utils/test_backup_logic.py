@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import sys
 
 import pytest
@@ -204,3 +205,16 @@ def test_free_space_problem():
     assert _backup.free_space_problem('/b', 100 << 20, 'none', disk_usage=lambda p: usage(0, 0, 200 << 20)) is None
     problem = _backup.free_space_problem('/b', 100 << 20, 'none', disk_usage=lambda p: usage(0, 0, 50 << 20))
     assert '/b has 50 MiB free' in problem and 'check_free_space=false' in problem
+
+
+@pytest.mark.parametrize('check_mode', [False, True], ids=['run', 'check-mode'])
+def test_backup_is_refused_while_a_restore_holds_its_lease(tmp_path, check_mode):
+    """Refused before it connects (the connection below has nothing but a database name)."""
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock
+    directory = str(tmp_path)
+    _lock.acquire_lease(directory, 'restore-telemetry_db', 'restore-run', 3600, 'restore of telemetry_db')
+    conn = collections.namedtuple('Conn', 'database')('telemetry_db')
+    with pytest.raises(_lock.LockHeldError) as info:
+        _backup.run_backup(conn, _backup.BackupRequest(directory), check_mode=check_mode)
+    assert 'a backup of telemetry_db is refused while a restore of it runs' in str(info.value)
+    assert sorted(os.listdir(directory)) == ['.restore-telemetry_db.lease.json', '.restore-telemetry_db.lock']

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _compose as co
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
@@ -18,8 +21,17 @@ class FakeDocker(object):
     """Answers the docker / compose argv the module runs; ``containers`` is {service: state} of project ``project``."""
 
     def __init__(self, project='telemetry', services=('db', 'app'), containers=None, volumes=None, v2=False, daemon=True,
-                 up_rc=0, ready_after=0, select_ok=True, exit_on_up=False):
+                 up_rc=0, ready_after=0, select_ok=True, exit_on_up=False, mounts=None, config=None, existing_volumes=()):
         self.project = project
+        # docker inspect's Mounts of the db container, and the output of compose config (v1: YAML; v2: JSON).
+        self.mounts = mounts if mounts is not None else [
+            {'Type': 'volume', 'Name': project + '_db_data', 'Destination': '/var/lib/postgresql/data', 'RW': True},
+            {'Type': 'bind', 'Source': '/srv/app/schema', 'Destination': '/docker-entrypoint-initdb.d', 'RW': False}]
+        self.config = config if config is not None else {
+            'name': project, 'services': {'db': {'image': 'postgres:15', 'environment': {'POSTGRES_PASSWORD': SECRET},
+                                                 'volumes': ['db_data:/var/lib/postgresql/data:rw', '/srv/app/schema:/docker-entrypoint-initdb.d:ro']}},
+            'volumes': {'db_data': {}}}
+        self.existing_volumes = list(existing_volumes)
         self.services = list(services)
         self.containers = dict(containers or {})
         self.volumes = list(volumes if volumes is not None else ([project + '_db_data'] if self.containers else []))
@@ -58,6 +70,12 @@ class FakeDocker(object):
             return 0, ''.join(v + '\n' for v in self.volumes), ''
         if argv[:3] == ['docker', 'network', 'ls']:
             return 0, ''.join(n + '\n' for n in self.networks), ''
+        if argv[:3] == ['docker', 'volume', 'inspect']:
+            return (0, '[{}]', '') if argv[3] in self.existing_volumes else (1, '', 'Error: No such volume: %s' % argv[3])
+        if argv[:2] == ['docker', 'inspect']:
+            assert argv[2] in self.ids().values(), argv
+            return 0, json.dumps([{'Config': {'Env': ['POSTGRES_PASSWORD=' + SECRET, 'PGDATA=/var/lib/postgresql/data/pgdata']},
+                                   'Mounts': self.mounts}]), ''
         if argv[:2] == ['docker', 'exec']:
             if 'pg_isready' in argv:
                 self.isready_calls += 1
@@ -70,6 +88,14 @@ class FakeDocker(object):
             rest = rest[2:]
         if rest[:2] == ['config', '--services']:
             return 0, '\n'.join(self.services) + '\n', ''
+        if rest == ['config', '--format', 'json']:
+            assert base == 2, 'config --format json is v2 only'
+            return 0, json.dumps(self.config), ''
+        if rest == ['config']:
+            assert base == 1, 'v2 is asked for JSON'
+            config = dict(self.config)
+            config.pop('name', None)  # v1 has no top-level name
+            return 0, yaml.safe_dump(config), ''
         if rest[:2] == ['up', '-d']:
             if self.up_rc:
                 return self.up_rc, '', 'ERROR: for db  Cannot start service db: port is already allocated'
@@ -366,3 +392,152 @@ def test_parse_lines(text, fields, rows):
 
 def test_read_env_file_missing(tmp_path):
     assert co.read_env_file(str(tmp_path / '.env')) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# The database's data outside the project's named volumes (review finding 2)
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('environment, expected', [
+    (None, '/var/lib/postgresql/data'), (['A=1', 'PGDATA=/pg/data/'], '/pg/data'), ({'PGDATA': '/x'}, '/x'), ({}, '/var/lib/postgresql/data')])
+def test_pgdata_of(environment, expected):
+    assert co.pgdata_of(environment) == expected
+
+
+def test_data_mounts_from_inspect():
+    container = {'Config': {'Env': ['PGDATA=/var/lib/postgresql/data/pgdata']}, 'Mounts': [
+        {'Type': 'volume', 'Name': 'p_db_data', 'Destination': '/var/lib/postgresql/data', 'RW': True},
+        {'Type': 'bind', 'Source': '/srv/schema', 'Destination': '/docker-entrypoint-initdb.d', 'RW': False},
+        {'Type': 'bind', 'Source': '/srv/backups', 'Destination': '/backups', 'RW': True},
+    ]}
+    # The project's own volume is counted by the label lookup; the schema mount is read-only; /backups holds no cluster.
+    assert co.data_mounts_from_inspect(container, ['p_db_data']) == []
+    container['Mounts'][0] = {'Type': 'bind', 'Source': '/srv/pgdata', 'Destination': '/var/lib/postgresql/data/', 'RW': True}
+    assert co.data_mounts_from_inspect(container, []) == ['bind mount /srv/pgdata']
+    container['Mounts'][0] = {'Type': 'volume', 'Name': 'shared_pg', 'Destination': '/var/lib/postgresql/data/pgdata', 'RW': True}
+    assert co.data_mounts_from_inspect(container, ['p_db_data']) == ['volume shared_pg']
+    # An anonymous volume (the image's VOLUME) holds the cluster too.
+    container['Mounts'][0] = {'Type': 'volume', 'Name': 'a' * 64, 'Destination': '/var/lib/postgresql/data', 'RW': True}
+    assert co.data_mounts_from_inspect(container, []) == ['volume ' + 'a' * 64]
+
+
+def test_data_mounts_from_config():
+    config = {'services': {'db': {'environment': {'PGDATA': '/var/lib/postgresql/data/pgdata'}, 'volumes': [
+        '/srv/pgdata:/var/lib/postgresql/data:rw', '/srv/schema:/docker-entrypoint-initdb.d:ro', 'ext:/var/lib/postgresql/data',
+        'db_data:/var/lib/postgresql/data', '/var/lib/postgresql/data',
+        {'type': 'bind', 'source': '/srv/long', 'target': '/var/lib/postgresql/data/pgdata'},
+        {'type': 'bind', 'source': '/srv/long-ro', 'target': '/var/lib/postgresql', 'read_only': True}]}},
+        'volumes': {'db_data': {}, 'ext': {'external': True, 'name': 'shared_pg'}}}
+    asked = []
+
+    def exists(kind, name):
+        asked.append((kind, name))
+        return name in ('/srv/pgdata', 'shared_pg', '/srv/long')
+    assert co.data_mounts_from_config(config, 'db', exists) == ['bind mount /srv/pgdata', 'external volume shared_pg', 'bind mount /srv/long']
+    assert ('path', '/srv/schema') not in asked
+    assert co.data_mounts_from_config(config, 'db', lambda kind, name: False) == []
+    assert co.data_mounts_from_config({}, 'db', exists) == []
+
+
+def test_absent_plan_lists_a_bind_mount_of_the_running_db(tmp_path):
+    mounts = [{'Type': 'bind', 'Source': '/srv/pgdata', 'Destination': '/var/lib/postgresql/data', 'RW': True}]
+    fake = FakeDocker(containers={'db': 'running'}, volumes=[], mounts=mounts)
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['volumes_removed'] == [] and result['data_mounts'] == ['bind mount /srv/pgdata']
+    assert_no_secret(fake, result)
+
+
+@pytest.mark.parametrize('v2', [False, True], ids=['v1', 'v2'])
+def test_absent_plan_without_container_reads_compose_config(tmp_path, v2):
+    config = {'name': 'telemetry', 'services': {'db': {'environment': {'POSTGRES_PASSWORD': SECRET},
+                                                       'volumes': ['pg:/var/lib/postgresql/data']}},
+              'volumes': {'pg': {'external': True}}}
+    fake = FakeDocker(config=config, existing_volumes=['pg'], v2=v2)
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['changed'] is False and result['data_mounts'] == ['external volume pg']
+    assert_no_secret(fake, result)
+    fake = FakeDocker(config=config, v2=v2)
+    assert co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake,
+                                  environ={})['data_mounts'] == []
+
+
+def test_absent_plan_of_the_default_stack_has_no_data_mount(tmp_path):
+    fake = FakeDocker(containers={'db': 'exited'})
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['volumes_removed'] == ['telemetry_db_data'] and result['data_mounts'] == []
+
+
+# --------------------------------------------------------------------------------------------
+# The project name under v2 (review finding 1); v2 is not installed on the test machine: a mocked runner
+# --------------------------------------------------------------------------------------------
+
+def test_normalize_project_name_v2_strips_leading_separators():
+    assert co.normalize_project_name('_My-App') == '_my-app'
+    assert co.normalize_project_name('_My-App', v2=True) == 'my-app'
+    assert co.normalize_project_name('-_x_', v2=True) == 'x_'
+
+
+def test_v2_takes_the_name_from_compose_config(tmp_path):
+    """A top-level ``name:`` in the compose file: only compose knows it; the labels are looked up under that name."""
+    fake = FakeDocker(project='fromfile', containers={'db': 'running'}, v2=True)
+    fake.config['name'] = 'fromfile'
+    result = co.run_compose_project(project(tmp_path, project_name=None), state='absent', remove_volumes=True, check_mode=True,
+                                    runner=fake, environ={})
+    assert result['project_name'] == 'fromfile'
+    assert result['volumes_removed'] == ['fromfile_db_data'] and [c['service'] for c in result['containers']] == ['db']
+    assert ['docker', 'compose', 'config', '--format', 'json'] in fake.calls
+    assert_no_secret(fake, result)
+
+
+def test_v2_falls_back_to_the_v1_rules_with_its_normalisation(tmp_path):
+    workdir = tmp_path / '_Stack'
+    workdir.mkdir()
+    fake = FakeDocker(project='stack', v2=True)
+
+    def runner(argv, **kwargs):
+        if argv[-3:] == ['config', '--format', 'json']:
+            return 1, '', 'unknown flag: --format'
+        return fake(argv, **kwargs)
+    assert co.resolved_project_name(project(workdir, project_name=None), runner=runner, environ={}) == 'stack'
+
+
+def test_v1_keeps_its_rules_and_never_asks_for_json(tmp_path):
+    workdir = tmp_path / '_Stack'
+    workdir.mkdir()
+    fake = FakeDocker(project='_stack')
+    assert co.resolved_project_name(project(workdir, project_name=None), runner=fake, environ={}) == '_stack'
+    assert not [c for c in fake.calls if 'config' in c]
+
+
+def test_absent_plan_names_other_services_volumes_and_orphans(tmp_path):
+    fake = FakeDocker(containers={'db': 'running', 'app': 'running', 'worker': 'exited'},
+                      volumes=['telemetry_db_data', 'telemetry_uploads'])
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['volumes_removed'] == ['telemetry_db_data', 'telemetry_uploads']
+    assert result['other_volumes'] == ['telemetry_uploads']
+    assert result['orphans'] == ['telemetry_worker_1']
+
+
+def test_service_volumes_from_config():
+    config = {'services': {'db': {'volumes': ['db_data:/var/lib/postgresql/data', './x:/x', {'type': 'volume', 'source': 'named', 'target': '/n'}]}},
+              'volumes': {'db_data': {}, 'named': {'name': 'fixed_name'}}}
+    assert co.service_volumes_from_config(config, 'db', 'proj') == ['proj_db_data', 'fixed_name']
+
+
+def test_absent_plan_without_container_finds_other_volumes_from_config(tmp_path):
+    fake = FakeDocker(volumes=['telemetry_db_data', 'telemetry_uploads'])
+    result = co.run_compose_project(project(tmp_path), state='absent', remove_volumes=True, check_mode=True, runner=fake, environ={})
+    assert result['other_volumes'] == ['telemetry_uploads'] and result['orphans'] == []
+
+
+def test_readiness_select_gets_the_password_by_name_only(tmp_path):
+    """Review finding 11: a pg_hba that asks for a password over the socket; the value is in the environment only."""
+    isready, select = co.ready_checks('docker', 'cid', 'u', 'd', with_password=True)
+    assert select[:5] == ['docker', 'exec', '-e', 'PGPASSWORD', 'cid'] and '-e' not in isready
+    fake = FakeDocker(containers={'db': 'exited'})
+    result = co.run_compose_project(project(tmp_path, db_password=SECRET), services=['db'], wait=True, runner=fake, environ={})
+    assert result['ready_seconds'] is not None
+    selects = [i for i, c in enumerate(fake.calls) if 'psql' in c]
+    assert selects and all(fake.envs[i]['PGPASSWORD'] == SECRET for i in selects)
+    assert all('PGPASSWORD' not in (fake.envs[i] or {}) for i, c in enumerate(fake.calls) if 'psql' not in c)
+    assert_no_secret(fake, result)

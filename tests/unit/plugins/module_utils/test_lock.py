@@ -225,3 +225,46 @@ def test_lease_check_mode_writes_nothing_but_refuses_a_held_lease(tmp_path):
     lk.acquire_lease(directory, 'x', 'run-a', 60, 'restore')
     with pytest.raises(lk.LockHeldError):
         lk.acquire_lease(directory, 'x', 'run-b', 60, 'restore', check_mode=True)
+
+
+def test_restore_in_progress_only_while_a_live_restore_lease_exists(tmp_path):
+    directory = str(tmp_path)
+    assert lk.restore_in_progress(directory, 'telemetry_db') is None
+    lk.acquire_lease(directory, lk.restore_lease_name('telemetry_db'), 'run-a', 3600, 'restore of telemetry_db', now=1000.0)
+    held = lk.restore_in_progress(directory, 'telemetry_db', now=2000.0)
+    assert isinstance(held, lk.LockHeldError) and held.holder['token'] == 'run-a'
+    message = str(held)
+    assert message.startswith('a backup of telemetry_db is refused while a restore of it runs')
+    assert 'another restore of telemetry_db is running' in message
+    assert lk.lease_path(directory, 'restore-telemetry_db') in message
+    # Another database's lease, or an expired one, does not stop the backup.
+    assert lk.restore_in_progress(directory, 'other_db', now=2000.0) is None
+    assert lk.restore_in_progress(directory, 'telemetry_db', now=4601.0) is None
+
+
+def test_lease_is_refused_and_not_kept_while_an_excluded_lock_is_held(tmp_path):
+    directory = str(tmp_path)
+    with lk.BackupLock(directory, 'backup-telemetry_db', purpose='backup of telemetry_db to /x'):
+        for check_mode in (True, False):
+            with pytest.raises(lk.LockHeldError) as info:
+                lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 60, 'restore', check_mode=check_mode,
+                                 exclude_locks=['backup-telemetry_db'])
+            assert str(info.value).startswith('another backup of telemetry_db to /x is running: pid %d' % os.getpid())
+            assert not os.path.exists(lk.lease_path(directory, 'restore-telemetry_db'))
+    lease, changed = lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 60, 'restore', exclude_locks=['backup-telemetry_db'])
+    assert changed and os.path.exists(lk.lease_path(directory, 'restore-telemetry_db'))
+    # The probe of the free lock leaves it free and its holder details empty.
+    assert lk.read_holder(lk.lock_path(directory, 'backup-telemetry_db')) == {}
+
+
+def test_lease_in_check_mode_creates_no_file(tmp_path):
+    directory = str(tmp_path)
+    lease, changed = lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 60, 'restore', check_mode=True,
+                                      exclude_locks=['backup-telemetry_db'])
+    assert changed and lease['token'] == 'run-a'
+    assert lk.release_lease(directory, 'restore-telemetry_db', 'run-a', check_mode=True) is False
+    assert os.listdir(directory) == []
+    lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 60, 'restore')
+    with pytest.raises(lk.LockHeldError):
+        lk.acquire_lease(directory, 'restore-telemetry_db', 'run-b', 60, 'restore', check_mode=True)
+    assert lk.acquire_lease(directory, 'restore-telemetry_db', 'run-a', 60, 'restore', check_mode=True)[1] is False

@@ -808,3 +808,34 @@ def test_verify_artifact_accepts_a_runbook_dump_and_its_truncation_is_refused(tm
     path.write_bytes(data[:data.index(b'CREATE INDEX')])
     info = _artifact.verify_artifact(str(path), require_manifest=False)
     assert 'trailer' in _restore.artifact_refusal(info)
+
+
+# --------------------------------------------------------------------------------------------
+# Table of contents while production's database is down (review finding 7)
+# --------------------------------------------------------------------------------------------
+
+def _no_container_runner(argv, **kwargs):
+    """compose ps -q db gives nothing: the service has no container."""
+    assert 'ps' in argv, argv
+    return 0, '', ''
+
+
+def test_toc_falls_back_to_a_container_of_the_service_image_when_the_db_is_down(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_backup_toc_runner(conn, prefix=None):
+        seen.append(prefix)
+        return lambda path: (0, 'TOC of %s' % path, '')
+    monkeypatch.setattr(_restore, '_backup_toc_runner', fake_backup_toc_runner)
+    conn = _transport.Connection(transport='compose', database='telemetry_db', project_src=str(tmp_path), compose_command='docker-compose')
+    toc = _restore.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: 'postgres:15')
+    assert toc('/b/backup.dump') == (0, 'TOC of /b/backup.dump', '')
+    assert seen == [['docker', 'run', '--rm', '-i', '--network', 'none', '--entrypoint', '', 'postgres:15']]
+
+
+def test_toc_without_container_or_image_names_the_stopped_service(tmp_path):
+    conn = _transport.Connection(transport='compose', database='telemetry_db', project_src=str(tmp_path), compose_command='docker-compose')
+    toc = _restore.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: None)
+    with pytest.raises(_transport.TransportError) as err:
+        toc('/b/backup.dump')
+    assert err.value.code == 'container_down'

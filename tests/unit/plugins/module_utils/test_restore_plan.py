@@ -48,6 +48,18 @@ def test_unreachable_with_volume_and_force_goes_on_without_dump():
     assert decision['take'] is False and 'p_db_data' in decision['note']
 
 
+@pytest.mark.parametrize('mount', ['bind mount /srv/pgdata', 'external volume shared_pg'])
+def test_unreachable_with_data_on_a_mount_stops_unless_force(mount):
+    """No named volume of the project, but the cluster is on a bind mount or an external volume: not "nothing to save"."""
+    with pytest.raises(rp.PlanError) as err:
+        rp.safety_decision(UP, [], 'continue', mounts=[mount])
+    assert err.value.code == 'unreachable' and mount in str(err.value) and 'restore_unreachable=force' in str(err.value)
+    decision = rp.safety_decision(UP, [], 'force', mounts=[mount])
+    assert decision['take'] is False and mount in decision['note']
+    with pytest.raises(rp.PlanError):
+        rp.safety_decision(UP, [], 'stop', mounts=[mount])
+
+
 def test_unreachable_and_stop_never_goes_on():
     with pytest.raises(rp.PlanError) as err:
         rp.safety_decision(UP, [], 'stop')
@@ -228,3 +240,30 @@ def test_runbook_artifact_has_no_rpo():
 def test_configured_report_dir_and_no_history():
     report = rp.build_report(results(), STARTED, now=NOW, backup_dir='/b', configured_report_dir='/r', history=False)
     assert report['report_dir'] == '/r' and report['history_path'] is None
+
+
+# --------------------------------------------------------------------------------------------
+# Other services' volumes and orphan containers that down -v removes (review finding 6)
+# --------------------------------------------------------------------------------------------
+
+def test_other_volumes_are_refused_unless_allowed():
+    assert rp.other_volumes_problem([], False, []) is None
+    with pytest.raises(rp.PlanError) as err:
+        rp.other_volumes_problem(['p_uploads'], False, ['p_old_worker_1'])
+    message = str(err.value)
+    assert err.value.code == 'other_volumes'
+    assert 'p_uploads' in message and 'p_old_worker_1' in message and 'restore_remove_other_volumes=true' in message
+    assert message.endswith('nothing was changed')
+    allowed = rp.other_volumes_problem(['p_uploads'], True, [])
+    assert 'p_uploads' in allowed and 'no safety dump saves' in allowed
+
+
+def test_orphans_alone_are_named_not_refused():
+    text = rp.other_volumes_problem([], False, ['p_old_worker_1'])
+    assert 'p_old_worker_1' in text and '--remove-orphans' in text
+
+
+def test_report_names_what_else_was_removed():
+    results = {'safety_plan': {'take': True, 'note': 'n', 'also_removed': 'down -v also removes volume(s) p_uploads of other services'}}
+    report = rp.build_report(results, '2026-12-01T10:00:00Z', now=rp.parse_timestamp('2026-12-01T10:01:00Z'))
+    assert report['data']['also_removed'].endswith('p_uploads of other services')

@@ -87,7 +87,7 @@ def _run(args, client=None, check_mode=False, stored=None):
     FakePsql.photos = stored if stored is not None else photos()
     FakePsql.instances = []
     base = {'project_src': '/srv/telemetry', 'encryption_key': KEY_HEX, 'collection_id': 'fleet-drivers', 'region': 'us-east-1',
-            'access_key': 'AKIAIOSFODNN7EXAMPLE', 'secret_key': SECRET_KEY, 'db_password': DB_PASSWORD, 'tps': 1000}
+            'access_key': 'FLEETDRUNITACCESSKEY', 'secret_key': SECRET_KEY, 'db_password': DB_PASSWORD, 'tps': 1000}
     base.update(args)
     if check_mode:
         base['_ansible_check_mode'] = True

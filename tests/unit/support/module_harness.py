@@ -29,12 +29,17 @@ def _fail_json(self, msg, **kwargs):
     raise AnsibleFailJson(kwargs)
 
 
+def patched_exits():
+    """A context in which AnsibleModule.exit_json / fail_json raise AnsibleExitJson / AnsibleFailJson."""
+    return mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json)
+
+
 def run_main(main, args, check_mode=False):
     """Run ``main`` with ``args``; return ``('exit' | 'fail', result)``."""
     args = dict(args)
     if check_mode:
         args['_ansible_check_mode'] = True
-    with patch_module_args(args), mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json):
+    with patch_module_args(args), patched_exits():
         try:
             main()
         except AnsibleExitJson as exc:

@@ -16,33 +16,16 @@ from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
 from ansible_collections.fleet_telemetry.dr.plugins.modules import pg_artifact_verify
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import AnsibleExitJson, AnsibleFailJson, patched_exits
 
 STARTED = datetime.datetime(2026, 1, 31, 2, 0, 5, tzinfo=datetime.timezone.utc)
 PLAIN_SQL = b'--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n\n'
 TOC = '3345; 0 16390 TABLE DATA public photo app\n3346; 0 16400 TABLE DATA public audit_log app\n'
 
 
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    raise AnsibleExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['msg'] = msg
-    kwargs['failed'] = True
-    raise AnsibleFailJson(kwargs)
-
-
 @pytest.fixture(autouse=True)
 def module_exits():
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json):
+    with patched_exits():
         yield
 
 

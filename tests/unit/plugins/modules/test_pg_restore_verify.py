@@ -11,13 +11,13 @@ from unittest import mock
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _restore
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.modules import pg_restore_verify
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import AnsibleExitJson, AnsibleFailJson, patched_exits
 
 KEY_HEX = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff'
 KEY = bytes.fromhex(KEY_HEX)
@@ -27,27 +27,9 @@ STARTED = datetime.datetime(2026, 1, 31, 2, 0, 5, tzinfo=datetime.timezone.utc)
 PNG = b'\x89PNG\r\n\x1a\n' + b'\x00' * 40
 
 
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    raise AnsibleExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['msg'] = msg
-    kwargs['failed'] = True
-    raise AnsibleFailJson(kwargs)
-
-
 @pytest.fixture(autouse=True)
 def module_exits():
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json):
+    with patched_exits():
         yield
 
 

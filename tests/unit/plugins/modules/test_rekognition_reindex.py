@@ -11,7 +11,6 @@ from unittest import mock
 
 import pytest
 
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
@@ -20,6 +19,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 from ansible_collections.fleet_telemetry.dr.plugins.modules import rekognition_reindex
 
 from ansible_collections.fleet_telemetry.dr.tests.unit.plugins.module_utils.test_rekognition import FakeRekognition, client_error, image_with_faces
+from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import AnsibleExitJson, AnsibleFailJson, patched_exits
 
 KEY = bytes(range(1, 33))
 KEY_HEX = KEY.hex()
@@ -28,27 +28,9 @@ DB_PASSWORD = 'db-pass-never-shown'
 FACES = [1, 0, 2, 1]
 
 
-class AnsibleExitJson(Exception):
-    pass
-
-
-class AnsibleFailJson(Exception):
-    pass
-
-
-def _exit_json(self, **kwargs):
-    raise AnsibleExitJson(kwargs)
-
-
-def _fail_json(self, msg, **kwargs):
-    kwargs['msg'] = msg
-    kwargs['failed'] = True
-    raise AnsibleFailJson(kwargs)
-
-
 @pytest.fixture(autouse=True)
 def module_exits():
-    with mock.patch.multiple(basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json):
+    with patched_exits():
         yield
 
 

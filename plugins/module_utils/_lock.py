@@ -267,11 +267,7 @@ def restore_in_progress(directory, database, now=None):
     check-mode run creates no lock file.
     """
     path = lease_path(directory, restore_lease_name(database))
-    try:
-        lease = _read_lease(path)
-    except OSError:
-        return None
-    held = lease_problem(lease, None, now)
+    held = lease_problem(read_holder(path), None, now)
     if not held:
         return None
     return LockHeldError('a backup of %s is refused while a restore of it runs (it would save an emptied or half-restored '
@@ -320,28 +316,38 @@ def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=No
     the lease that would be taken is returned."""
     path = lease_path(directory, name)
     if check_mode:
-        held = lease_problem(_read_lease(path), token, now)
-        if held:
-            raise LockHeldError(describe_lease(held, path), held, path)
-        for lock_name in exclude_locks:
-            busy = lock_is_held(directory, lock_name)
-            if busy:
-                raise busy
-        return _new_lease(_read_lease(path), token, ttl, purpose, now), _read_lease(path).get('token') != token
+        current = _read_lease(path)
+        _refuse_held(current, token, path, now)
+        busy = _busy_lock(directory, exclude_locks)
+        if busy:
+            raise busy
+        return _new_lease(current, token, ttl, purpose, now), current.get('token') != token
     with BackupLock(directory, name, purpose=purpose, timeout=10):
         current = _read_lease(path)
-        held = lease_problem(current, token, now)
-        if held:
-            raise LockHeldError(describe_lease(held, path), held, path)
+        _refuse_held(current, token, path, now)
         lease = _new_lease(current, token, ttl, purpose, now)
         _write_lease(path, lease)
-    for lock_name in exclude_locks:
+    busy = _busy_lock(directory, exclude_locks)
+    if busy:
+        if current.get('token') != token:
+            release_lease(directory, name, token)
+        raise busy
+    return lease, current.get('token') != token
+
+
+def _refuse_held(current, token, path, now):
+    held = lease_problem(current, token, now)
+    if held:
+        raise LockHeldError(describe_lease(held, path), held, path)
+
+
+def _busy_lock(directory, names):
+    """The ``LockHeldError`` of the first of the flocks ``names`` another process holds, else None."""
+    for lock_name in names:
         busy = lock_is_held(directory, lock_name)
         if busy:
-            if current.get('token') != token:
-                release_lease(directory, name, token)
-            raise busy
-    return lease, current.get('token') != token
+            return busy
+    return None
 
 
 def _new_lease(current, token, ttl, purpose, now):

@@ -436,11 +436,20 @@ def test_custom_backup_restores_while_the_database_is_down(production):
 
 
 def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
-    """The database does not become ready within restore_wait_timeout=1 after down -v: the message names the safety dump and
-    the command that restores it; running that command brings production's data back."""
+    """The database does not become ready within restore_wait_timeout=3 after down -v: the message names the safety dump and
+    the command that restores it; running that command brings production's data back.
+
+    An init script that sleeps makes the fresh database slow to start whatever the machine's speed: init scripts run only
+    on an empty data directory, so production's running database never reads it, only the one ``up -d db`` creates."""
     before = production.state()
-    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup, '-e', 'restore_wait_timeout=1')
-    assert proc.returncode != 0
+    slow_init = os.path.join(production.stack.directory, 'schema', '00_slow_first_start.sh')
+    with open(slow_init, 'w') as fileobj:
+        fileobj.write('sleep 20\n')
+    try:
+        proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup, '-e', 'restore_wait_timeout=3')
+    finally:
+        os.remove(slow_init)
+    assert proc.returncode != 0, output(proc)[-6000:]
     msg = failure_message(proc)
     assert 'start the database' in msg and 'not ready' in msg, msg
     assert 'The database was already removed' in msg, msg

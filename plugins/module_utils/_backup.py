@@ -25,7 +25,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     stream_pipeline,
     validate_format,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, restore_in_progress
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, backup_lock_name, restore_in_progress
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import SnapshotSession, server_facts
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
@@ -184,7 +184,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             result['free_space_problem'] = free_space_problem(_existing_parent(req.backup_dir), facts['data_size'], req.compression)
         return result
 
-    with BackupLock(req.backup_dir, 'backup-%s' % conn.database, purpose='backup of %s to %s' % (conn.database, path)):
+    with BackupLock(req.backup_dir, backup_lock_name(conn.database), purpose='backup of %s to %s' % (conn.database, path)):
         # Again under the lock: a restore takes its lease, then checks this lock is free (run_lease's exclude_locks), so
         # with both looks after their own marks, one of the two always sees the other.
         restoring = restore_in_progress(req.backup_dir, conn.database)

@@ -35,6 +35,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import
     effective_project_name,
     list_containers,
     list_labelled,
+    resolved_project_name,
     normalize_project_name,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import write_if_changed
@@ -366,9 +367,20 @@ def scratch_commands(stack, runner=None, environ=None):
     return commands(stack['project_src'], stack['project_name'], runner, environ)
 
 
-def production_project_name(project_src, project_name=None, environ=None):
-    """Production's compose project name as compose derives it (``project_name``, COMPOSE_PROJECT_NAME, ``.env``, directory)."""
-    return effective_project_name(ComposeProject(project_src, project_name=project_name), environ=environ)
+def production_project_name(project_src, project_name=None, runner=None, environ=None):
+    """Production's compose project name, as the compose command in use puts it in its labels (v2 also weighs the compose
+    file's top-level ``name:``); ``project_name``, COMPOSE_PROJECT_NAME, ``.env`` and the directory otherwise.
+
+    Without a compose file there (production's directory is gone, yet its drill's scratch stack must still be torn down)
+    the name compose v1 would give.
+    """
+    project = ComposeProject(project_src, project_name=project_name)
+    try:
+        return resolved_project_name(project, runner=runner, environ=environ)
+    except ComposeError as exc:
+        if exc.code != 'no_project':
+            raise
+        return effective_project_name(project, environ=environ)
 
 
 def run_present(cmds, stack, check_mode=False):

@@ -255,9 +255,24 @@ def _read_lease(path):
         return {}
 
 
-def restore_lease_name(database):
-    """The name of the lease a restore of ``database`` holds (the restore role's ``restore-<db>``)."""
-    return 'restore-%s' % database
+RUNS = ('restore', 'drill')
+
+
+def backup_lock_name(database):
+    """The name of the lock a backup of ``database`` holds while it runs (``backup-<db>``)."""
+    return 'backup-%s' % database
+
+
+def lease_name(run, database):
+    """The name of the lease a ``run`` (one of RUNS) of ``database`` holds: ``restore-<db>`` or ``drill-<db>``."""
+    if run not in RUNS:
+        raise ValueError('unknown run %r (one of %s)' % (run, ', '.join(RUNS)))
+    return '%s-%s' % (run, database)
+
+
+def lease_excludes(run, database):
+    """The locks another process must not hold while the lease of ``run`` is taken: a restore never overlaps a backup."""
+    return [backup_lock_name(database)] if run == 'restore' else []
 
 
 def restore_in_progress(directory, database, now=None):
@@ -266,7 +281,7 @@ def restore_in_progress(directory, database, now=None):
     Read without the lease's flock (a lease file is replaced by a rename, so a reader sees a whole one or none), so a
     check-mode run creates no lock file.
     """
-    path = lease_path(directory, restore_lease_name(database))
+    path = lease_path(directory, lease_name('restore', database))
     held = lease_problem(read_holder(path), None, now)
     if not held:
         return None

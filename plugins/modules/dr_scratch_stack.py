@@ -59,7 +59,9 @@ options:
     type: path
     required: true
   production_project_name:
-    description: Production's compose project name. Default is what compose derives (E(COMPOSE_PROJECT_NAME), C(.env), the directory's name).
+    description:
+      - Production's compose project name. Default is what the compose command in use derives (v2 also reads the compose
+        file's top-level C(name:); then E(COMPOSE_PROJECT_NAME), C(.env), the directory's name).
     type: str
   production_service:
     description: Production's compose service of the database.
@@ -235,7 +237,7 @@ def argument_spec():
 
 def run(params, check_mode, runner=None):
     """The module's work, on plain parameters; raises ComposeError (DrillError)."""
-    production_name = _drill.production_project_name(params['production_project_src'], params['production_project_name'])
+    production_name = _drill.production_project_name(params['production_project_src'], params['production_project_name'], runner)
     scratch_name = _drill.scratch_project_name(production_name, params['project_name'])
     prod_cmds = _drill.commands(params['production_project_src'], production_name, runner)
     check_docker(prod_cmds)

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: run_lease
-short_description: Keep two restores of one database from running at once
+short_description: Keep two restores, or two drills, of one database from running at once
 version_added: 0.1.0
 description:
-  - Takes or gives up a lease that spans a whole play, so that a second restore of the same database on the same host is
-    refused (RV(error_code=lock_held)) with who holds it, instead of running C(down -v) under the first one.
-  - The lease is the file C(<directory>/.<name>.lease.json) (mode 0600), written under a C(flock) and holding the token of
+  - Takes or gives up a lease that spans a whole play, so that a second restore (or drill) of the same database on the same
+    host is refused (RV(error_code=lock_held)) with who holds it, instead of running C(down -v) under the first one.
+  - The lease is the file C(<directory>/.<run>-<database>.lease.json) (mode 0600), written under a C(flock) and holding the token of
     the run, the pid, host and user of the module that took it, when it was taken and when it expires. It never holds a
     secret.
   - A lease older than O(ttl) counts as abandoned (the play that took it was killed before it could give it up) and is
     taken over.
   - M(fleet_telemetry.dr.pg_logical_backup) refuses (RV(error_code=lock_held)) to back up a database into a directory that
-    holds a live C(restore-<database>) lease; with O(exclude_locks=[backup-<database>]) the lease is in turn refused while
-    a backup of the database into O(directory) runs, so a backup and a restore never overlap.
+    holds a live C(restore-<database>) lease; a C(restore) lease is in turn refused while a backup of the database into
+    O(directory) runs, so a backup and a restore never overlap. The names are built in one place, shared with the backup.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -28,7 +28,7 @@ attributes:
     support: full
     details:
       - Says whether the lease could be taken (or would be given up) and writes nothing, not even a lock file; a lease
-        held by another run, or a lock of O(exclude_locks) held, fails in check mode too.
+        held by another run, or a backup running during a restore, fails in check mode too.
   diff_mode:
     support: none
   idempotent:
@@ -40,8 +40,13 @@ options:
     description: Directory of the lease file, for example the backup directory. It must exist.
     type: path
     required: true
-  name:
-    description: Name of the lease, for example C(restore-telemetry_db).
+  run:
+    description: What the play does; it names the lease with O(database).
+    type: str
+    choices: [restore, drill]
+    required: true
+  database:
+    description: The database the run restores or drills.
     type: str
     required: true
   token:
@@ -57,17 +62,6 @@ options:
     description: Seconds after which a lease that was not given up counts as abandoned. Make it longer than the longest run.
     type: int
     default: 14400
-  purpose:
-    description: What the run does, in the message a contender gets.
-    type: str
-    default: restore
-  exclude_locks:
-    description:
-      - With O(state=present), names of locks in O(directory) (of M(fleet_telemetry.dr.pg_logical_backup), C(backup-<database>))
-        that another process must not hold; the lease is refused (and not kept) while one is.
-    type: list
-    elements: str
-    default: []
 seealso:
   - module: fleet_telemetry.dr.pg_logical_backup
 """
@@ -76,15 +70,15 @@ EXAMPLES = r"""
 - name: Take the restore lease of telemetry_db
   fleet_telemetry.dr.run_lease:
     directory: /var/backups/fleet-telemetry
-    name: restore-telemetry_db
+    run: restore
+    database: telemetry_db
     token: "{{ restore_token }}"
-    purpose: restore of telemetry_db
-    exclude_locks: [backup-telemetry_db]
 
 - name: Give it up
   fleet_telemetry.dr.run_lease:
     directory: /var/backups/fleet-telemetry
-    name: restore-telemetry_db
+    run: restore
+    database: telemetry_db
     token: "{{ restore_token }}"
     state: absent
 """
@@ -95,11 +89,12 @@ path:
   returned: always
   type: str
 lease:
-  description: The lease taken (token, pid, host, user, started_at, expires_at, purpose), with O(state=present).
+  description: The lease taken (token, pid, host, user, started_at, expires_at, purpose such as C(restore of telemetry_db)),
+    with O(state=present).
   returned: success, with O(state=present)
   type: dict
 holder:
-  description: The lease of the run that holds it, or the details of the process that holds a lock of O(exclude_locks).
+  description: The lease of the run that holds it, or the details of the backup that runs during a restore.
   returned: when RV(error_code=lock_held)
   type: dict
 error_code:
@@ -111,31 +106,32 @@ error_code:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import (
-    LockError, LockHeldError, acquire_lease, lease_path, release_lease)
+    RUNS, LockError, LockHeldError, acquire_lease, lease_excludes, lease_name, lease_path, release_lease)
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             directory=dict(type='path', required=True),
-            name=dict(type='str', required=True),
+            run=dict(type='str', choices=list(RUNS), required=True),
+            database=dict(type='str', required=True),
             # It names a run (it is in the lease file and the result), it grants nothing: not a secret.
             token=dict(type='str', required=True, no_log=False),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             ttl=dict(type='int', default=14400),
-            purpose=dict(type='str', default='restore'),
-            exclude_locks=dict(type='list', elements='str', default=[]),
         ),
         supports_check_mode=True,
     )
     params = module.params
-    path = lease_path(params['directory'], params['name'])
+    name = lease_name(params['run'], params['database'])
+    path = lease_path(params['directory'], name)
     try:
         if params['state'] == 'absent':
-            changed = release_lease(params['directory'], params['name'], params['token'], check_mode=module.check_mode)
+            changed = release_lease(params['directory'], name, params['token'], check_mode=module.check_mode)
             module.exit_json(changed=changed, path=path, msg='lease %s %s' % (path, 'given up' if changed else 'not held by this run'))
-        lease, changed = acquire_lease(params['directory'], params['name'], params['token'], params['ttl'], params['purpose'],
-                                       check_mode=module.check_mode, exclude_locks=params['exclude_locks'])
+        lease, changed = acquire_lease(params['directory'], name, params['token'], params['ttl'],
+                                       '%s of %s' % (params['run'], params['database']), check_mode=module.check_mode,
+                                       exclude_locks=lease_excludes(params['run'], params['database']))
     except LockHeldError as exc:
         module.fail_json(msg=str(exc), error_code='lock_held', holder=exc.holder, path=path, changed=False)
     except (LockError, OSError) as exc:

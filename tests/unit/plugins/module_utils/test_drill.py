@@ -31,7 +31,8 @@ INSPECT = {
 class FakeDocker(object):
     """docker ps/inspect/rm and volume/network ls/inspect/rm over ``objects``: {(kind, name): {project, label, id}}."""
 
-    def __init__(self, objects=None, rm_fails=False):
+    def __init__(self, objects=None, rm_fails=False, v2_name=None):
+        self.v2_name = v2_name
         self.objects = dict(objects or {})
         self.calls = []
         self.rm_fails = rm_fails
@@ -44,10 +45,14 @@ class FakeDocker(object):
 
     def __call__(self, argv, env=None, cwd=None, timeout=None, stdin_data=None):
         self.calls.append(list(argv))
+        if argv == ['docker-compose', 'version']:
+            return 0, 'docker-compose version 1.29.2\n', ''
         assert argv[0] == 'docker', argv
         args = argv[1:]
         if args[0] == 'version':
             return 0, '20.10.24\n', ''
+        if args[0] == 'compose':
+            return self._compose_v2(args[1:])
         project = None
         for arg in args:
             if arg.startswith('label=com.docker.compose.project='):
@@ -72,6 +77,16 @@ class FakeDocker(object):
             del self.objects[key]
             return 0, '', ''
         raise AssertionError('unexpected command %s' % argv)
+
+    def _compose_v2(self, args):
+        """``docker compose`` answers only when ``v2_name`` is set (the name v2 reports in ``config --format json``)."""
+        if self.v2_name is None:
+            return 1, '', "docker: 'compose' is not a docker command."
+        if args == ['version']:
+            return 0, 'Docker Compose version v2.20.2\n', ''
+        if '--format' in args and 'config' in args:
+            return 0, json.dumps({'name': self.v2_name, 'services': {}}), ''
+        raise AssertionError('unexpected compose command %s' % args)
 
     def _find(self, kind, ref):
         key = self._key(kind, ref)
@@ -334,6 +349,7 @@ _real_run = dr_scratch_stack.run
 
 def _module_args(tmp_path, **extra):
     (tmp_path / 'prod').mkdir(exist_ok=True)
+    (tmp_path / 'prod' / 'docker-compose.yml').write_text('services:\n  db:\n    image: postgres:15\n')
     args = {'production_project_src': str(tmp_path / 'prod'), 'production_project_name': PROD, 'work_dir': str(tmp_path / 'work')}
     args.update(extra)
     return args
@@ -348,6 +364,21 @@ def test_module_present_takes_the_image_of_production(tmp_path, monkeypatch):
     assert outcome == 'exit', result
     assert result['image'] == 'postgres:15' and result['port'] == 45999 and result['production']['id'] == 'prod-id'
     assert os.path.isfile(result['compose_file'])
+
+
+def test_module_names_production_as_compose_v2_does(tmp_path, monkeypatch):
+    """With v2, production's name comes from ``docker compose config`` (a top-level ``name:`` wins over the directory),
+    so the drill finds production's container and names its scratch project after it."""
+    fake = FakeDocker(v2_name='fleet')
+    fake.add('container', 'challenge_db_postgres', 'fleet')
+    fake.objects[('container', 'challenge_db_postgres')]['id'] = 'prod-id'
+    monkeypatch.setattr(dr_scratch_stack, 'run', lambda params, check_mode: _real_run(params, check_mode, fake))
+    args = _module_args(tmp_path, port=45996)
+    del args['production_project_name']
+    outcome, result = run_main(dr_scratch_stack.main, args)
+    assert outcome == 'exit', result
+    assert result['production_project'] == 'fleet' and result['project_name'] == 'fleet_drill', result
+    assert result['production']['id'] == 'prod-id'
 
 
 def test_module_without_production_container_needs_an_image(tmp_path, monkeypatch):
@@ -474,7 +505,7 @@ def test_module_refuses_a_work_dir_inside_production(tmp_path, monkeypatch):
     args['work_dir'] = args['production_project_src']
     outcome, result = run_main(dr_scratch_stack.main, args)
     assert outcome == 'fail' and result['error_code'] == 'not_isolated', result
-    assert os.listdir(args['production_project_src']) == []
+    assert os.listdir(args['production_project_src']) == ['docker-compose.yml']
 
 
 # --------------------------------------------------------------------------------------------

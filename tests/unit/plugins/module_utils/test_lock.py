@@ -230,7 +230,7 @@ def test_lease_check_mode_writes_nothing_but_refuses_a_held_lease(tmp_path):
 def test_restore_in_progress_only_while_a_live_restore_lease_exists(tmp_path):
     directory = str(tmp_path)
     assert lk.restore_in_progress(directory, 'telemetry_db') is None
-    lk.acquire_lease(directory, lk.restore_lease_name('telemetry_db'), 'run-a', 3600, 'restore of telemetry_db', now=1000.0)
+    lk.acquire_lease(directory, lk.lease_name('restore', 'telemetry_db'), 'run-a', 3600, 'restore of telemetry_db', now=1000.0)
     held = lk.restore_in_progress(directory, 'telemetry_db', now=2000.0)
     assert isinstance(held, lk.LockHeldError) and held.holder['token'] == 'run-a'
     message = str(held)

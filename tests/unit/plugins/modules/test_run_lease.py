@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import os
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, backup_lock_name
 from ansible_collections.fleet_telemetry.dr.plugins.modules import run_lease
 from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
 
 
 def _run(tmp_path, token, check_mode=False, **extra):
-    args = {'directory': str(tmp_path), 'name': 'restore-telemetry_db', 'token': token, 'purpose': 'restore of telemetry_db'}
+    args = {'directory': str(tmp_path), 'run': 'restore', 'database': 'telemetry_db', 'token': token}
     args.update(extra)
     return run_main(run_lease.main, args, check_mode)
 
@@ -18,7 +19,7 @@ def _run(tmp_path, token, check_mode=False, **extra):
 def test_take_renew_refuse_and_give_up(tmp_path):
     outcome, result = _run(tmp_path, 'run-a')
     assert outcome == 'exit' and result['changed'] is True and result['lease']['token'] == 'run-a'
-    assert os.path.exists(result['path'])
+    assert result['path'] == str(tmp_path / '.restore-telemetry_db.lease.json') and os.path.exists(result['path'])
     outcome, result = _run(tmp_path, 'run-a')
     assert outcome == 'exit' and result['changed'] is False
     outcome, result = _run(tmp_path, 'run-b')
@@ -39,3 +40,12 @@ def test_a_missing_directory_is_lock_error(tmp_path):
     outcome, result = _run(tmp_path / 'missing', 'run-a')
     assert outcome == 'fail' and result['error_code'] == 'lock_error'
     assert str(tmp_path / 'missing') in result['msg']
+
+
+def test_a_restore_lease_is_refused_while_a_backup_of_the_database_runs(tmp_path):
+    """The module names the backup's lock itself (the name pg_logical_backup takes), so no caller can misspell it."""
+    with BackupLock(str(tmp_path), backup_lock_name('telemetry_db'), purpose='backup of telemetry_db to /x'):
+        outcome, result = _run(tmp_path, 'run-a')
+        assert outcome == 'fail' and result['error_code'] == 'lock_held', result
+        outcome, result = _run(tmp_path, 'run-a', run='drill')
+        assert outcome == 'exit' and result['path'] == str(tmp_path / '.drill-telemetry_db.lease.json'), result

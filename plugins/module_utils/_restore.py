@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import binascii
 import collections
+import functools
 import os
 import posixpath
 import re
@@ -43,7 +44,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import (
     parse_counts,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, copy_photos
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
     TransportError,
     client_argv,
@@ -1103,9 +1104,10 @@ def photo_sample_every(total, sample):
     return max(1, total // sample)
 
 
-def verify_database(session, expected, sources, key, cipher, photo_table='photo', photo_sample=0, analyze=False,
+def verify_database(session, read_photos, expected, sources, key, cipher, photo_table='photo', photo_sample=0, analyze=False,
                     clock=time.time):
-    """Counts, photos and ANALYZE on an open session; return ``(result, mismatches)``."""
+    """Counts and ANALYZE on an open session, photos through ``read_photos(table=, limit=, sample_every=)`` (an iterator of
+    ``(id, ciphertext, extras)``, as ``_photos.copy_photos``); return ``(result, mismatches)``."""
     timings = {}
     t0 = clock()
     actual = count_tables(session, list(expected))
@@ -1121,7 +1123,7 @@ def verify_database(session, expected, sources, key, cipher, photo_table='photo'
         mismatches.append({'kind': 'photo_table', 'table': photo_table, 'msg': 'table %s does not exist in the database' % photo_table})
     else:
         every = photo_sample_every(total, photo_sample)
-        rows = iter_photos(session, table=photo_table, limit=photo_sample or None, sample_every=every if every > 1 else None)
+        rows = read_photos(table=photo_table, limit=photo_sample or None, sample_every=every if every > 1 else None)
         photos = check_photos(rows, key, cipher, max_failures_listed=MAX_FAILURES_LISTED)
         photos.update(total=total, sample=photo_sample or 'all')
         for failure in photos['failures']:
@@ -1361,7 +1363,8 @@ def _verify(conn, req, result, timings, started, clock, manifest_counts, dump_co
     expected, sources = expected_counts(manifest_counts, dump_counts)
     t0 = clock()
     with PsqlSession(conn) as session:
-        verification, mismatches = verify_database(session, expected, sources, req.key, req.cipher, req.photo_table,
+        verification, mismatches = verify_database(session, functools.partial(copy_photos, conn), expected, sources, req.key,
+                                                   req.cipher, req.photo_table,
                                                    req.photo_sample, analyze=analyze, clock=clock)
     timings['verify_seconds'] = round(clock() - t0, 3)
     timings.update(verification.pop('timings'))

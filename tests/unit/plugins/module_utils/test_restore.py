@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import binascii
 import gzip
+import io
 import os
 import shutil
 import stat
+import struct
 import subprocess
 
 import pytest
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _restore, _transport
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _photos, _restore, _transport
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
 
 KEY = bytes(range(32))
@@ -516,8 +518,32 @@ def test_photo_sample_every(total, sample, every):
     assert _restore.photo_sample_every(total, sample) == every
 
 
+def binary_copy(rows):
+    """The bytes PostgreSQL sends for ``COPY (SELECT id::bigint, data ...) TO STDOUT (FORMAT binary)`` of ``rows``."""
+    out = [_photos.COPY_SIGNATURE, struct.pack('!II', 0, 0)]
+    for photo_id, data in rows:
+        out.append(struct.pack('!hiq', 2, 8, photo_id))
+        out.append(struct.pack('!i', -1) if data is None else struct.pack('!i', len(data)) + data)
+    out.append(struct.pack('!h', -1))
+    return b''.join(out)
+
+
+class _CopyReader(object):
+    """``read_photos`` over ``photos``: does what the COPY query asks (sample, limit), then parses the binary stream."""
+
+    def __init__(self, photos):
+        self.photos = photos
+        self.calls = []
+
+    def __call__(self, table, limit, sample_every):
+        self.calls.append({'table': table, 'limit': limit, 'sample_every': sample_every})
+        rows = [(i, d) for i, d in self.photos if i % (sample_every or 1) == 0][:limit]
+        for row in _photos.parse_binary_copy(io.BytesIO(binary_copy(rows))):
+            yield struct.unpack('!q', row[0])[0], row[1] or b'', ()
+
+
 class _FakeSession(object):
-    """Answers the queries verify_database sends: table list, counts, photo batches, ANALYZE."""
+    """Answers the queries verify_database sends: table list, counts, ANALYZE."""
 
     def __init__(self, counts, photos):
         self.counts = counts
@@ -530,12 +556,6 @@ class _FakeSession(object):
             return [[t] for t in sorted(self.counts)]
         if sql.startswith('SELECT \'') and 'count(*)' in sql:
             return [[t, str(self.counts[t])] for t in self.counts if "'%s'" % t in sql]
-        if sql.startswith('SELECT "id"'):
-            after = int(sql.split('> ')[1].split(' ')[0])
-            limit = int(sql.rsplit('LIMIT ', 1)[1])
-            every = int(sql.split('"id" % ')[1].split(' ')[0]) if '"id" % ' in sql else 1
-            rows = [[str(i), binascii.hexlify(d).decode()] for i, d in self.photos if i > after and i % every == 0]
-            return rows[:limit]
         if sql == 'ANALYZE':
             return []
         raise AssertionError(sql)
@@ -545,8 +565,10 @@ def test_verify_database_counts_photos_and_analyze():
     photos = [(i, encrypt(KEY, PNG)) for i in range(1, 6)]
     photos[2] = (3, encrypt(OTHER_KEY, PNG))
     session = _FakeSession({'photo': 5, 'audit_log': 4}, photos)
-    result, mismatches = _restore.verify_database(session, {'photo': 5, 'audit_log': 5, 'gone': 1}, {}, KEY, 'aes-256-gcm',
+    reader = _CopyReader(photos)
+    result, mismatches = _restore.verify_database(session, reader, {'photo': 5, 'audit_log': 5, 'gone': 1}, {}, KEY, 'aes-256-gcm',
                                                   analyze=True)
+    assert reader.calls == [{'table': 'photo', 'limit': None, 'sample_every': None}]
     assert result['photos']['checked'] == 5 and result['photos']['failed'] == 1
     assert result['photos']['sample'] == 'all' and result['photos']['total'] == 5
     assert result['analyzed'] and session.queries[-1] == 'ANALYZE'
@@ -559,11 +581,34 @@ def test_verify_database_counts_photos_and_analyze():
 def test_verify_database_photo_sample_is_spread():
     photos = [(i, encrypt(KEY, PNG)) for i in range(1, 101)]
     session = _FakeSession({'photo': 100}, photos)
-    result, mismatches = _restore.verify_database(session, {'photo': 100}, {}, KEY, 'aes-256-gcm', photo_sample=10)
+    reader = _CopyReader(photos)
+    result, mismatches = _restore.verify_database(session, reader, {'photo': 100}, {}, KEY, 'aes-256-gcm', photo_sample=10)
     assert mismatches == []
     assert result['photos']['checked'] == 10
-    assert any('"id" % 10 = 0' in q for q in session.queries)
+    assert reader.calls == [{'table': 'photo', 'limit': 10, 'sample_every': 10}]
     assert 'ANALYZE' not in session.queries
+
+
+def test_photo_copy_query():
+    assert _photos.photo_copy_query('photo', 'id', 'data') == (
+        'COPY (SELECT "id"::bigint, "data" FROM "photo" ORDER BY "id") TO STDOUT (FORMAT binary)')
+    assert _photos.photo_copy_query('Photo', 'id', 'data', limit=10, sample_every=7) == (
+        'COPY (SELECT "id"::bigint, "data" FROM "Photo" WHERE "id" % 7 = 0 ORDER BY "id" LIMIT 10) TO STDOUT (FORMAT binary)')
+
+
+def test_parse_binary_copy_rows_nulls_and_header_extension():
+    stream = binary_copy([(1, b'abc'), (2 ** 40, None), (3, b'')])
+    # A header extension area (allowed by the format) is skipped.
+    stream = stream[:15] + struct.pack('!I', 4) + b'xxxx' + stream[19:]
+    rows = list(_photos.parse_binary_copy(io.BytesIO(stream)))
+    assert [(struct.unpack('!q', r[0])[0], r[1]) for r in rows] == [(1, b'abc'), (2 ** 40, None), (3, b'')]
+
+
+@pytest.mark.parametrize('cut', [0, 5, 19, 25, 40])
+def test_parse_binary_copy_refuses_a_cut_or_foreign_stream(cut):
+    stream = binary_copy([(1, b'abcdef'), (2, b'ghijkl')])[:cut] if cut else b'id\tdata\n1\t\\x00\n'
+    with pytest.raises(_photos.CopyStreamError):
+        list(_photos.parse_binary_copy(io.BytesIO(stream)))
 
 
 # ---------------------------------------------------------------------------------------------

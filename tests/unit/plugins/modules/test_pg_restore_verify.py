@@ -66,7 +66,8 @@ def publish(directory, data, fingerprint=True, row_counts=None):
 
 
 class FakeSession(object):
-    """Stands in for the psql session (the database boundary): target facts, counts, photo batches, ANALYZE."""
+    """Stands in for the psql session (the database boundary): target facts, counts, ANALYZE; ``copy_photos`` reads
+    ``photos`` (the binary COPY parsing is tested in test_restore.py)."""
 
     instances = []
     counts = {}
@@ -85,10 +86,6 @@ class FakeSession(object):
             return [[t] for t in sorted(self.counts)]
         if 'count(*)' in sql:
             return [[t, str(n)] for t, n in self.counts.items() if "'%s'" % t in sql]
-        if sql.startswith('SELECT "id"'):
-            after = int(sql.split('> ')[1].split(' ')[0])
-            limit = int(sql.rsplit('LIMIT ', 1)[1])
-            return [[str(i), binascii.hexlify(d).decode()] for i, d in self.photos if i > after][:limit]
         if sql == 'ANALYZE':
             return []
         raise AssertionError(sql)
@@ -108,7 +105,10 @@ def database():
     FakeSession.instances = []
     FakeSession.counts = {'photo': 4, 'audit_log': 3}
     FakeSession.photos = _photos(4)
-    with mock.patch.object(_restore, 'PsqlSession', FakeSession):
+    def copy_photos(conn, table, limit, sample_every):
+        rows = [(i, d, ()) for i, d in FakeSession.photos if i % (sample_every or 1) == 0]
+        return iter(rows[:limit])
+    with mock.patch.object(_restore, 'PsqlSession', FakeSession), mock.patch.object(_restore, 'copy_photos', copy_photos):
         yield FakeSession
 
 

@@ -11,9 +11,11 @@ once untimed (so every procedure finds the same warm cache), and times, on the s
 * runbook: ``docker-compose exec -T db pg_dump -U challengeuser telemetry_db > backup.sql`` (the seed's command);
 * pg_dump -Fc: ``docker-compose exec -T db pg_dump -Fc ... > backup.dump``;
 * pg_dump -Fd -j2: inside the container, to the container's disk;
-* raw: the exact pipeline the collection drives, by hand in a shell (``docker exec -i pg_dump ... | zstd -1 -T0``);
-* collection: ``ansible -m fleet_telemetry.dr.pg_logical_backup`` with its defaults and ``encryption_key``
-  (given, as the backup role gives ``fleet_dr_encryption_key``, so the key is proven on sample photos).
+* raw: the pipelines the collection drives, by hand in a shell: ``docker exec -i pg_dump ... | zstd -1 -T0``
+  (``dump_client=container``) and the host's ``pg_dump -h <container address> ... | zstd -1 -T0`` (``auto``);
+* collection: ``ansible -m fleet_telemetry.dr.pg_logical_backup`` with its defaults, ``encryption_key`` and
+  ``db_password`` (given, as the backup role gives ``fleet_dr_encryption_key`` and ``fleet_dr_db_password``, so the
+  key is proven on sample photos and pg_dump can run on the host).
 
 It prints wall time, artifact size and peak memory (sum of PSS over the launched process tree, sampled
 every 100 ms: the host side, ansible itself included; processes inside the container are not counted),
@@ -33,6 +35,7 @@ from benchlib import MIB, measure, size_of
 
 RUNBOOK = 'runbook'
 RAW = 'raw (pg_dump | zstd -1)'
+RAW_HOST = 'raw, host pg_dump over the container address | zstd -1'
 COLLECTION = 'collection (defaults)'
 WALL_TARGET = 0.7
 SIZE_TARGET = 0.6
@@ -51,7 +54,8 @@ def run_scale(stack, workdir, keep, extra=False):
     project, container = stack.project, stack.container
     results = {}
     loads = []
-    vars_file = benchlib.secret_vars_file(workdir, 'backup-vars-%d' % stack.scale, {'bench_encryption_key': stack.key})
+    secrets = {'bench_encryption_key': stack.key, 'bench_db_password': stack.password}
+    vars_file = benchlib.secret_vars_file(workdir, 'backup-vars-%d' % stack.scale, secrets)
     try:
         stack.ensure_seeded()
         db_size = stack.database_size()
@@ -90,6 +94,10 @@ def run_scale(stack, workdir, keep, extra=False):
         finally:
             subprocess.run(['docker', 'exec', container, 'rm', '-rf', '/tmp/bench.dir'], check=False)
 
+        target = os.path.join(out, 'raw-host.sql.zst')
+        timed(RAW_HOST, ['bash', '-o', 'pipefail', '-c', 'pg_dump -h %s -U challengeuser -d telemetry_db --format=plain --clean --if-exists '
+                         '| zstd -q -c -1 -T0 > %s' % (stack.address(), target)], target, env=dict(stack.env, PGPASSWORD=stack.password))
+
         target = os.path.join(out, 'raw.sql.zst')
         timed(RAW, ['bash', '-o', 'pipefail', '-c', 'docker exec -i %s pg_dump -U challengeuser -d telemetry_db --format=plain --clean '
                     '--if-exists | zstd -q -c -1 -T0 > %s' % (container, target)], target)
@@ -109,12 +117,14 @@ def run_scale(stack, workdir, keep, extra=False):
         for name, options in variants:
             run = timed(name, benchlib.ansible_module_argv(
                 'fleet_telemetry.dr.pg_logical_backup',
-                'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }}%s' % (benchlib.APP, project, out, options),
+                'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }} db_password={{ bench_db_password }}%s'
+                % (benchlib.APP, project, out, options),
                 vars_file), env=stack.env)
             result = benchlib.module_result(run['stdout'])
             results[name]['size'] = size_of(result['path'])
             results[name]['artifact'] = os.path.basename(result['path'])
             results[name]['timings'] = result['timings']
+            results[name]['dump_client'] = result.get('dump_client')
         loads.append(benchlib.load_line())
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -126,7 +136,9 @@ def run_scale(stack, workdir, keep, extra=False):
 
 def print_table(scale, measured):
     results = measured['results']
-    base, raw, ours = results[RUNBOOK], results[RAW], results[COLLECTION]
+    base, ours = results[RUNBOOK], results[COLLECTION]
+    # The raw command the collection drives: the host's pg_dump when it chose the host (dump_client=auto with a password).
+    raw = results[RAW_HOST] if (ours.get('dump_client') or {}).get('used') == 'host' else results[RAW]
     print('\n### Backup, scale %sx (database %.2f GB, runbook .sql %.2f GB)\n' % (scale, measured['db_size'] / 1e9, base['size'] / 1e9))
     print('Load: %s\n' % ' / '.join(measured['loads']))
     rows = []
@@ -140,7 +152,8 @@ def print_table(scale, measured):
         if 'timings' in res:
             timings = ', '.join('%s %.1f' % kv for kv in sorted(res['timings'].items()))
             rest = res['wall'] - res['timings'].get('total_seconds', 0)
-            print('%s: module timings %s; ansible and the rest %.1f s' % (name, timings, rest))
+            print('%s: module timings %s; ansible and the rest %.1f s; pg_dump ran on the %s (%s)'
+                  % (name, timings, rest, (res.get('dump_client') or {}).get('used'), (res.get('dump_client') or {}).get('reason')))
     print('')
     checks = [('wall time <= %.1fx runbook' % WALL_TARGET, ours['wall'] / base['wall'], WALL_TARGET),
               ('size <= %.1fx runbook .sql' % SIZE_TARGET, ours['size'] / base['size'], SIZE_TARGET),

@@ -203,9 +203,16 @@ class Stack(object):
         self.port = BASE_PORT + scale
         self.key = self._read_or_create(os.path.join(workdir, 'key-%d' % scale), lambda: os.urandom(32).hex())
         password = self._read_or_create(os.path.join(workdir, 'password-%d' % scale), lambda: 'bench-%s' % os.urandom(8).hex())
+        self.password = password
         self.env = dict(os.environ, POSTGRES_PASSWORD=password, DB_PORT=str(self.port), DB_CONTAINER_NAME=self.container,
                         ENCRYPTION_KEY=self.key)
         self.seeded_file = os.path.join(workdir, 'seeded-%s.json' % self.project)
+
+    def address(self):
+        """The db container's IPv4 address on its compose network (what dump_client=auto connects the host's pg_dump to)."""
+        out = subprocess.run(['docker', 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', self.container],
+                             capture_output=True, text=True, check=True).stdout
+        return out.split()[0]
 
     @staticmethod
     def _read_or_create(path, make):

@@ -96,6 +96,17 @@ options:
     description: Refuse to start when O(backup_dir) has less free space than the estimated dump size.
     type: bool
     default: true
+  dump_client:
+    description:
+      - Where pg_dump runs with O(transport=compose). V(auto) runs the host's pg_dump against the container's own address
+        on its docker network (port 5432) when it can, because C(docker exec)'s output stream through the Docker daemon is
+        slower than pg_dump itself; it needs O(db_password), a host pg_dump of the server's major version, and the host able
+        to connect. Otherwise V(auto) runs pg_dump inside the container with C(docker exec), and RV(dump_client) says why.
+      - V(container) always uses C(docker exec); V(host) fails, naming the reason, instead of falling back.
+      - The snapshot, counts and key check are the same either way. Ignored with O(transport=direct).
+    type: str
+    choices: [auto, host, container]
+    default: auto
 requirements:
   - PostgreSQL client tools in the container (O(transport=compose)) or on the host (O(transport=direct)).
   - C(zstd) or C(gzip) on the host for compressed plain dumps.
@@ -123,6 +134,11 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+dump_client:
+  description: Where pg_dump ran (V(host) or V(container)) and why.
+  returned: success, not in check mode
+  type: dict
+  sample: {"used": "host", "reason": "the host's pg_dump reaches the container at 172.18.0.2:5432"}
 path:
   description: The artifact (a file, or a directory for O(format=directory)); in check mode the one that would be written.
   returned: always
@@ -237,6 +253,7 @@ def main():
         key_check_photos=dict(type='int', default=20, no_log=False),
         name_prefix=dict(type='str', default='backup'),
         check_free_space=dict(type='bool', default=True),
+        dump_client=dict(type='str', choices=['auto', 'host', 'container'], default='auto'),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
     params = module.params
@@ -247,7 +264,7 @@ def main():
             compression_level=params['compression_level'], jobs=params['jobs'], count_tables=params['count_tables'],
             count_all_tables=params['count_all_tables'], key=key, cipher=params['cipher'],
             key_check_photos=params['key_check_photos'], photo_table=params['photo_table'], prefix=params['name_prefix'],
-            check_free_space=params['check_free_space'])
+            check_free_space=params['check_free_space'], dump_client=params['dump_client'])
         result = run_backup(connection_from_params(params), request, check_mode=module.check_mode)
     except TransportError as exc:
         module.fail_json(**exc.to_result())

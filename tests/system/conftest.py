@@ -215,8 +215,23 @@ class ComposeStack(object):
         return found
 
     def kill_processes(self, program):
-        """SIGKILL the processes of the container whose command is ``program``; return their pids."""
+        """SIGKILL the processes of the container whose command is ``program``, and the host's that connect to the
+        container's address (the backup's host pg_dump, dump_client=auto); return their pids."""
         killed = []
+        address = run(['docker', 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', self.container],
+                      timeout=60).stdout.split()
+        for pid in os.listdir('/proc'):
+            try:
+                with open('/proc/%s/cmdline' % pid, 'rb') as fileobj:
+                    argv = fileobj.read().decode('utf-8', 'replace').split('\0')
+            except (OSError, ValueError):
+                continue
+            if os.path.basename(argv[0]) == program and address and address[0] in argv:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                except ProcessLookupError:
+                    pass
         for pid, args in self.processes():
             if args.split(' ')[0] in (program, '/usr/bin/' + program, '/usr/lib/postgresql/15/bin/' + program):
                 try:

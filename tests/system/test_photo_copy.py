@@ -39,8 +39,8 @@ def test_copy_photos_reads_every_photo_exactly(stack, transport):
 
 
 def test_copy_photos_sample_and_limit(stack):
-    photos = [(i, hashlib.md5(data).hexdigest()) for i, data, dummy in copy_photos(connection(stack, 'direct'), limit=3,
-                                                                                     sample_every=2)]
+    rows = copy_photos(connection(stack, 'direct'), limit=3, sample_every=2)
+    photos = [(i, hashlib.md5(data).hexdigest()) for i, data, dummy in rows]
     assert photos == database_digests(stack, 'WHERE id % 2 = 0')[:3]
 
 

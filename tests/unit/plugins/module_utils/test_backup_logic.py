@@ -218,3 +218,70 @@ def test_backup_is_refused_while_a_restore_holds_its_lease(tmp_path, check_mode)
         _backup.run_backup(conn, _backup.BackupRequest(directory), check_mode=check_mode)
     assert 'a backup of telemetry_db is refused while a restore of it runs' in str(info.value)
     assert sorted(os.listdir(directory)) == ['.restore-telemetry_db.lease.json', '.restore-telemetry_db.lock']
+
+
+# ---------------------------------------------------------------------------------------------
+# Where pg_dump runs with the compose transport
+# ---------------------------------------------------------------------------------------------
+
+class _HostRunner(object):
+    """docker inspect (the container's addresses), the host's pg_dump --version and the psql probe."""
+
+    def __init__(self, addresses='172.18.0.2 ', version='pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)', probe=(0, '1\n', '')):
+        self.addresses = addresses
+        self.version = version
+        self.probe = probe
+        self.calls = []
+
+    def __call__(self, argv, env=None, cwd=None, timeout=None, stdin_data=None):
+        self.calls.append((list(argv), env))
+        if argv[:2] == ['docker', 'inspect']:
+            return 0, self.addresses, ''
+        if argv[-1] == '--version':
+            return (0, self.version + '\n', '') if self.version else (127, '', 'pg_dump: not found')
+        if argv[0] == 'psql':
+            return self.probe
+        raise AssertionError(argv)
+
+
+def _compose_conn(password='s3cret-pw'):
+    conn = _transport.Connection('compose', database='telemetry_db', user='challengeuser', password=password,
+                                 project_src='/srv/app')
+    conn.container = 'cid'
+    return conn
+
+
+def test_auto_dumps_with_the_host_client_over_the_container_address():
+    runner = _HostRunner()
+    conn, choice = _backup.pick_dump_connection(_compose_conn(), 'auto', 150018, runner)
+    assert conn.transport == 'direct' and (conn.host, conn.port, conn.user, conn.database) == ('172.18.0.2', 5432, 'challengeuser', 'telemetry_db')
+    assert choice == {'used': 'host', 'reason': "the host's pg_dump reaches the container at 172.18.0.2:5432"}
+    probe, env = runner.calls[-1]
+    assert probe[:5] == ['psql', '-h', '172.18.0.2', '-p', '5432'] and 's3cret-pw' not in ' '.join(probe)
+    assert env['PGPASSWORD'] == 's3cret-pw'
+
+
+@pytest.mark.parametrize('password, runner, reason', [
+    (None, _HostRunner(), 'no password is given'),
+    ('pw', _HostRunner(addresses=' '), 'no IPv4 address'),
+    ('pw', _HostRunner(version=None), 'no usable pg_dump on the host'),
+    ('pw', _HostRunner(version='pg_dump (PostgreSQL) 16.4'), 'not of the server\'s major version 15'),
+    ('pw', _HostRunner(version='pg_dump (PostgreSQL) 14.9'), 'not of the server\'s major version 15'),
+    ('pw', _HostRunner(probe=(2, '', 'psql: error: connection to server at "172.18.0.2", port 5432 failed: timeout expired')),
+     'the host cannot connect to 172.18.0.2:5432 (psql: error: connection to server'),
+])
+def test_auto_falls_back_to_docker_exec_and_says_why(password, runner, reason):
+    original = _compose_conn(password)
+    conn, choice = _backup.pick_dump_connection(original, 'auto', 150018, runner)
+    assert conn is original and choice['used'] == 'container' and reason in choice['reason'], choice
+    with pytest.raises(_transport.TransportError) as info:
+        _backup.pick_dump_connection(original, 'host', 150018, runner)
+    assert info.value.code == 'bad_option' and reason in str(info.value) and 'dump_client=auto or container' in str(info.value)
+
+
+def test_container_and_direct_need_no_probe():
+    runner = _HostRunner()
+    conn, choice = _backup.pick_dump_connection(_compose_conn(), 'container', 150018, runner)
+    assert conn.transport == 'compose' and choice['used'] == 'container' and runner.calls == []
+    direct = _transport.Connection('direct', database='telemetry_db', host='db.example', port=5432)
+    assert _backup.pick_dump_connection(direct, 'auto', 150018, runner) == (direct, {'used': 'host', 'reason': 'direct transport'})

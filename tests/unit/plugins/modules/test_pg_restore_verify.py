@@ -105,6 +105,7 @@ def database():
     FakeSession.instances = []
     FakeSession.counts = {'photo': 4, 'audit_log': 3}
     FakeSession.photos = _photos(4)
+
     def copy_photos(conn, table, limit, sample_every):
         rows = [(i, d, ()) for i, d in FakeSession.photos if i % (sample_every or 1) == 0]
         return iter(rows[:limit])

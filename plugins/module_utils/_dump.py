@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError, widen_pipe
 
 FORMATS = ('plain', 'custom', 'directory')
 COMPRESSIONS = ('none', 'gzip', 'zstd')
@@ -87,6 +87,7 @@ def stream_pipeline(argv, env, sink, compressor=None, progress=None, chunk_size=
                 source = comp.stdout
         except FileNotFoundError as exc:
             raise TransportError('%s is not installed or not on PATH' % (exc.filename or argv[0]), code='missing_binary')
+        widen_pipe(source)
         last_report = started
         while True:
             data = source.read(chunk_size)

@@ -29,6 +29,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
     client_argv,
     client_env,
     fail_from_stderr,
+    widen_pipe,
 )
 
 DEFAULT_BATCH = 100
@@ -120,7 +121,7 @@ def copy_photos(conn, table='photo', id_column='id', data_column='data', limit=N
             raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
         try:
             try:
-                for row in parse_binary_copy(proc.stdout):
+                for row in parse_binary_copy(widen_pipe(proc.stdout)):
                     yield struct.unpack('!q', row[0])[0], row[1] or b'', ()
                 problem = None
             except CopyStreamError as exc:

@@ -52,6 +52,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
     fail_from_stderr,
     resolve_container,
     run,
+    widen_pipe,
 )
 
 CHUNK_SIZE = 1024 * 1024
@@ -471,7 +472,7 @@ class StreamSource(object):
         except BaseException:
             self._cleanup()
             raise
-        self.read = self.proc.stdout.read
+        self.read = widen_pipe(self.proc.stdout).read
 
     def _cleanup(self):
         if self._err is not None:
@@ -961,6 +962,7 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
             psql = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err_file, env=client_env(conn))
         except FileNotFoundError:
             raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
+        widen_pipe(psql.stdin)
         broken = False
         source = None
         try:

@@ -16,6 +16,7 @@ Commands are argument lists, never shell strings. The password travels in the en
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -187,6 +188,25 @@ def resolve_container(conn, runner=run):
                              % (conn.service, conn.service), code='container_down', rc=rc, stderr=err)
     conn.container = ids[0]
     return conn.container
+
+
+PIPE_SIZE = 1024 * 1024
+# Linux's fcntl code (fcntl.F_SETPIPE_SZ from Python 3.10).
+_F_SETPIPE_SZ = getattr(fcntl, 'F_SETPIPE_SZ', 1031)
+
+
+def widen_pipe(fileobj, size=PIPE_SIZE):
+    """Ask for a pipe buffer of ``size`` bytes (Linux; at most /proc/sys/fs/pipe-max-size, 1 MiB by default).
+
+    A dump or restore stream moves 1 MiB chunks through this process: with the default 64 KiB pipe each chunk costs
+    16 wake-ups on both sides, which made the pass-through 2.6 times slower (README, Performance). Where
+    the size cannot be set the pipe works as before.
+    """
+    try:
+        fcntl.fcntl(fileobj.fileno(), _F_SETPIPE_SZ, size)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return fileobj
 
 
 def client_env(conn, base=None):

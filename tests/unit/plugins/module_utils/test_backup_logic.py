@@ -285,3 +285,16 @@ def test_container_and_direct_need_no_probe():
     assert conn.transport == 'compose' and choice['used'] == 'container' and runner.calls == []
     direct = _transport.Connection('direct', database='telemetry_db', host='db.example', port=5432)
     assert _backup.pick_dump_connection(direct, 'auto', 150018, runner) == (direct, {'used': 'host', 'reason': 'direct transport'})
+
+
+def test_widen_pipe_sets_the_buffer_of_a_pipe_and_leaves_a_file_alone(tmp_path):
+    import fcntl  # pylint: disable=import-outside-toplevel
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, 'rb') as reader, os.fdopen(write_fd, 'wb') as writer:
+        assert _transport.widen_pipe(writer) is writer
+        assert fcntl.fcntl(writer.fileno(), getattr(fcntl, 'F_GETPIPE_SZ', 1032)) == _transport.PIPE_SIZE
+        writer.write(b'x' * 200000)  # more than a default 64 KiB pipe holds, without a reader
+        writer.flush()
+        assert len(reader.read(200000)) == 200000
+    with open(str(tmp_path / 'f'), 'wb') as regular:
+        assert _transport.widen_pipe(regular) is regular

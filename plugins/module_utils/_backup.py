@@ -130,7 +130,6 @@ class _TarSink(object):
             raise TransportError('could not unpack the directory archive streamed out of the container', code='dump_failed')
 
 
-DUMP_CLIENTS = ('auto', 'host', 'container')
 _ADDRESS_FORMAT = '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}'
 
 
@@ -253,7 +252,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         return result
 
     with BackupLock(req.backup_dir, backup_lock_name(conn.database), purpose='backup of %s to %s' % (conn.database, path)):
-        # Again under the lock: a restore takes its lease, then checks this lock is free (run_lease's exclude_locks), so
+        # Again under the lock: a restore takes its lease, then checks this lock is free (_lock.lease_excludes), so
         # with both looks after their own marks, one of the two always sees the other.
         restoring = restore_in_progress(req.backup_dir, conn.database)
         if restoring:

@@ -23,6 +23,8 @@ import tempfile
 import threading
 import time
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CONTAINER_ADDRESS_FORMAT
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 APP = os.path.join(REPO, 'examples', 'telemetry_app')
 SEED = os.path.join(APP, 'seed.py')
@@ -210,8 +212,8 @@ class Stack(object):
 
     def address(self):
         """The db container's IPv4 address on its compose network (what dump_client=auto connects the host's pg_dump to)."""
-        out = subprocess.run(['docker', 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', self.container],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(['docker', 'inspect', '-f', CONTAINER_ADDRESS_FORMAT, self.container], capture_output=True, text=True,
+                             check=True).stdout
         return out.split()[0]
 
     @staticmethod

@@ -5,8 +5,8 @@
 """The restore's pass-through alone, without a database: ``zstd -dc`` -> this process (CopyScanner) -> a reader.
 
 Writes a synthetic plain dump (``--mib`` MiB: a photo COPY block of 200 KB hex lines and a telemetry block of short
-lines), compresses it with zstd, then times the loop ``restore_plain`` runs, with the default 64 KiB pipes and with
-``widen_pipe``'s 1 MiB ones, next to ``zstd -dc | cat`` as the floor. Run it with
+lines), compresses it with zstd, then times ``_restore.pass_through``, the loop ``restore_plain`` runs, with the
+default 64 KiB pipes and with ``widen_pipe``'s 1 MiB ones, next to ``zstd -dc | cat`` as the floor. Run it with
 ``bash bench/run.sh pipe [--mib N]``.
 """
 
@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import CHUNK_SIZE, CopyScanner, StreamSource, decompress_argv
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import CopyScanner, StreamSource, decompress_argv, pass_through
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import widen_pipe
 
 DEFAULT_PIPE_SIZE = 65536
@@ -37,7 +37,7 @@ def write_dump(path, mib):
         out.write(b'\\.\n-- PostgreSQL database dump complete\n')
 
 
-def pass_through(path, widen):
+def timed_pass_through(path, widen):
     started = time.monotonic()
     scanner = CopyScanner()
     source = StreamSource(argv=decompress_argv('zstd', path), path=path)
@@ -47,12 +47,7 @@ def pass_through(path, widen):
     else:
         # StreamSource widened its pipe: put it back to Linux's default, to measure the difference.
         widen_pipe(source.proc.stdout, DEFAULT_PIPE_SIZE)
-    while True:
-        data = source.read(CHUNK_SIZE)
-        if not data:
-            break
-        scanner.feed(data)
-        sink.stdin.write(data)
+    pass_through(source, scanner, sink.stdin)
     sink.stdin.close()
     sink.wait()
     assert source.close(complete=True)[0] == 0 and scanner.finish()['complete']
@@ -72,8 +67,8 @@ def main():
         started = time.monotonic()
         subprocess.run('zstd -dc %s | cat > /dev/null' % dump, shell=True, check=True)
         floor = time.monotonic() - started
-        default = pass_through(dump, widen=False)
-        widened = pass_through(dump, widen=True)
+        default = timed_pass_through(dump, widen=False)
+        widened = timed_pass_through(dump, widen=True)
         print('| %d MiB dump | wall s | / zstd -dc \\| cat |' % args.mib)
         print('|---|---|---|')
         print('| zstd -dc \\| cat | %.1f | 1.00 |' % floor)

@@ -42,13 +42,14 @@ from benchlib import MIB, measure
 TARGET = 0.8
 MODULE_BACKUP = 'fleet_telemetry.dr.pg_logical_backup'
 MODULE_RESTORE = 'fleet_telemetry.dr.pg_restore_verify'
-PROCEDURES = ('runbook', 'runbook-empty', 'pg_restore', 'collection', 'collection-custom', 'collection-directory')
+PROCEDURES = ('runbook', 'runbook-empty', 'pg_restore', 'collection', 'collection-container', 'collection-custom', 'collection-directory')
 DEFAULT_PROCEDURES = 'runbook,runbook-empty,pg_restore,collection,collection-custom'
 LABELS = {
     'runbook': 'runbook `cat backup.sql | psql`, as written',
     'runbook-empty': 'runbook `cat backup.sql | psql`, empty schema',
     'pg_restore': '`pg_restore -j2` of a `-Fc -Z0` file in the container',
     'collection': 'collection, default backup (%s)',
+    'collection-container': 'collection, default backup, restore_client=container (docker exec)',
     'collection-custom': 'collection, custom -Z0 backup, jobs=2',
     'collection-directory': 'collection, directory gzip -1 backup, jobs=2',
 }
@@ -58,6 +59,8 @@ BACKUP_OPTIONS = {
     'collection-custom': ' format=custom compression=none',
     'collection-directory': ' format=directory compression=gzip compression_level=1 jobs=2',
 }
+# Restore options of the collection's procedures that restore another procedure's artifact.
+SAME_ARTIFACT = {'collection-container': ('collection', ' restore_client=container')}
 BASELINE = 'runbook-empty'
 
 
@@ -65,7 +68,8 @@ class Bench(object):
     def __init__(self, stack, workdir):
         self.stack = stack
         self.out = os.path.join(workdir, 'restore-%d' % stack.scale)
-        self.vars_file = benchlib.secret_vars_file(workdir, 'restore-vars-%d' % stack.scale, {'bench_encryption_key': stack.key})
+        self.vars_file = benchlib.secret_vars_file(workdir, 'restore-vars-%d' % stack.scale,
+                                                   {'bench_encryption_key': stack.key, 'bench_db_password': stack.password})
         self.artifacts = {}
         self.reference = None
 
@@ -75,7 +79,9 @@ class Bench(object):
             os.unlink(self.vars_file)
 
     def _ansible(self, module, args):
-        conn = 'project_src=%s project_name=%s encryption_key={{ bench_encryption_key }}' % (benchlib.APP, self.stack.project)
+        # The password is given as the roles give fleet_dr_db_password, so restore_client=auto can use the host's tools.
+        conn = 'project_src=%s project_name=%s encryption_key={{ bench_encryption_key }} db_password={{ bench_db_password }}' % (
+            benchlib.APP, self.stack.project)
         return measure(benchlib.ansible_module_argv(module, '%s %s' % (conn, args), self.vars_file), env=self.stack.env)
 
     def make_artifacts(self, procedures):
@@ -96,14 +102,18 @@ class Bench(object):
             subprocess.run(['sh', '-c', 'docker exec %s pg_dump -Fc -Z0 -U challengeuser -d telemetry_db > %s' % (stack.container, path)],
                            check=True)
             self.artifacts['pg_restore'] = path
+        wanted = set(procedures) | set(SAME_ARTIFACT[p][0] for p in procedures if p in SAME_ARTIFACT)
         for name, options in BACKUP_OPTIONS.items():
-            if name not in procedures:
+            if name not in wanted:
                 continue
             benchlib.log('artifact: %s backup%s' % (MODULE_BACKUP, options or ' (defaults)'))
             backup_dir = os.path.join(self.out, name)
             os.makedirs(backup_dir)
             result = benchlib.module_result(self._ansible(MODULE_BACKUP, 'backup_dir=%s%s' % (backup_dir, options))['stdout'])
             self.artifacts[name] = result['path']
+        for name, (source, dummy) in SAME_ARTIFACT.items():
+            if name in procedures:
+                self.artifacts[name] = self.artifacts[source]
         if stack.counts() != self.reference:
             raise benchlib.CommandFailed('the source database changed while the artifacts were taken')
         benchlib.sync()
@@ -142,10 +152,11 @@ class Bench(object):
             subprocess.run(['docker', 'exec', stack.container, 'rm', '-f', '/tmp/bench.dump'], check=False)
             extra['rc'] = run['rc']
         else:
-            run = self._ansible(MODULE_RESTORE, 'artifact=%s' % artifact)
+            run = self._ansible(MODULE_RESTORE, 'artifact=%s%s' % (artifact, SAME_ARTIFACT.get(name, (None, ''))[1]))
             result = benchlib.module_result(run['stdout'])
             extra['module'] = result['timings']
             extra['msg'] = result['msg']
+            extra['client'] = result.get('restore_client', {}).get('used')
         phases['restore'] = time.monotonic() - t0
         peaks.append(run['peak'])
         wall = time.monotonic() - started
@@ -207,8 +218,8 @@ def print_report(stack, db_size, artifacts, results, reference, loads, procedure
             detail += ', docker cp %.1f s' % phases['copy']
         module = res['extra'].get('module')
         if module:
-            detail += ', module: preflight %.1f s, restore %.1f s, verify %.1f s (photos %.1f s, ANALYZE %.1f s), ansible %.1f s' % (
-                module.get('preflight_seconds', 0), module.get('restore_seconds', 0), module.get('verify_seconds', 0),
+            detail += ', module (%s client): preflight %.1f s, restore %.1f s, verify %.1f s (photos %.1f s, ANALYZE %.1f s), ansible %.1f s' % (
+                res['extra'].get('client'), module.get('preflight_seconds', 0), module.get('restore_seconds', 0), module.get('verify_seconds', 0),
                 module.get('photo_seconds', 0), module.get('analyze_seconds', 0), phases['restore'] - module.get('total_seconds', 0))
         else:
             detail += ', restore %.1f s' % phases['restore']

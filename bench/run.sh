@@ -13,11 +13,13 @@ set -euo pipefail
 "$FLEET_DR_ROOT/scripts/setup.sh" >/dev/null
 activate_venv
 use_checkout_collection
+# The benchmarks import the collection's own code (module_utils) from the collection path.
+export PYTHONPATH="${ANSIBLE_COLLECTIONS_PATH%%:*}"
 bench=backup_bench.py
 case "${1:-}" in
     backup) shift ;;
     restore) bench=restore_bench.py; shift ;;
-    pipe) bench=pipe_bench.py; shift; export PYTHONPATH="${ANSIBLE_COLLECTIONS_PATH%%:*}" ;;
+    pipe) bench=pipe_bench.py; shift ;;
     clean) shift; exec python "$FLEET_DR_ROOT/bench/benchlib.py" clean "$@" ;;
 esac
 exec python "$FLEET_DR_ROOT/bench/$bench" "$@"

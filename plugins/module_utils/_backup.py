@@ -30,13 +30,13 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import Snap
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
-    Connection,
     TransportError,
     client_argv,
     client_env,
     fail_from_stderr,
-    resolve_container,
+    pick_client,
     run,
+    tool_version,
 )
 
 COLLECTION_VERSION = '0.1.0'
@@ -82,20 +82,6 @@ def free_space_problem(backup_dir, data_size, compression, disk_usage=shutil.dis
     return None
 
 
-def _plain_version_argv(conn, tool):
-    if conn.transport == 'compose':
-        return [conn.docker_cli, 'exec', resolve_container(conn), tool, '--version']
-    return [os.path.join(conn.bin_dir, tool) if conn.bin_dir else tool, '--version']
-
-
-def dump_tool_version(conn, tool='pg_dump', runner=run):
-    argv = _plain_version_argv(conn, tool)
-    rc, out, err = runner(argv, timeout=60)
-    if rc != 0:
-        raise fail_from_stderr(conn, rc, err, argv, '%s --version' % tool)
-    return out.strip()
-
-
 def _dump_directory_via_container(conn, args, target_dir, progress):
     """Directory format over compose: pg_dump -Fd inside the container, then stream it out as tar."""
     container_dir = posixpath.join('/tmp', 'fleet-dr-%d-%d' % (os.getpid(), int(time.time() * 1000)))
@@ -128,71 +114,6 @@ class _TarSink(object):
         self.proc.stdin.close()
         if self.proc.wait() != 0:
             raise TransportError('could not unpack the directory archive streamed out of the container', code='dump_failed')
-
-
-_ADDRESS_FORMAT = '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}'
-
-
-def host_client_problem(conn, server_version_num, runner=run):
-    """Why the host's pg_dump cannot dump the compose service's database over the container's own address, or None.
-
-    Returns ``(problem, direct_connection)``: the direct connection (the container's first IPv4 address, port 5432,
-    the same user, database and password) is set when the problem is None. It needs a password (from the host the
-    server sees a TCP client, not its local socket), a host pg_dump of the server's major version (a newer one writes
-    settings an older server refuses on restore), and an answer.
-    """
-    if not conn.password:
-        return 'no password is given (db_password), and the host connects over TCP', None
-    container = resolve_container(conn, runner)
-    rc, out, err = runner([conn.docker_cli, 'inspect', '-f', _ADDRESS_FORMAT, container], timeout=60)
-    addresses = [a for a in out.split() if a and ':' not in a] if rc == 0 else []
-    if not addresses:
-        return 'the container has no IPv4 address on a docker network', None
-    direct = Connection(transport='direct', database=conn.database, user=conn.user, password=conn.password,
-                        host=addresses[0], port=5432, bin_dir=conn.bin_dir, connect_timeout=min(conn.connect_timeout or 5, 5))
-    try:
-        version = dump_tool_version(direct, runner=runner)
-    except TransportError as exc:
-        return 'no usable pg_dump on the host (%s)' % exc, None
-    major = _major(version)
-    if major != server_version_num // 10000:
-        return 'the host\'s %s is not of the server\'s major version %d' % (version, server_version_num // 10000), None
-    probe = client_argv(direct, 'psql', ['-X', '-q', '-A', '-t', '-c', 'SELECT 1'])
-    rc, out, err = runner(probe, env=client_env(direct), timeout=30)
-    if rc != 0 or out.strip() != '1':
-        last = ((err or out).strip().splitlines() or ['no answer'])[-1]
-        return 'the host cannot connect to %s:5432 (%s)' % (addresses[0], last), None
-    return None, direct
-
-
-def _major(version_line):
-    """15 of "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"."""
-    for word in version_line.split():
-        head = word.split('.')[0]
-        if head.isdigit():
-            return int(head)
-    return None
-
-
-def pick_dump_connection(conn, dump_client, server_version_num, runner=run):
-    """The connection pg_dump runs over, and what was chosen and why: ``(connection, {'used', 'reason'})``.
-
-    A compose service's database is dumped by the host's pg_dump over the container's own address when it can be
-    (``auto``, ``host``): the bytes then take the kernel's network path, not ``docker exec``'s stream through the
-    Docker daemon, which is slower than pg_dump itself (README, Performance). ``container`` always uses
-    ``docker exec``; ``auto`` falls back to it, naming why; ``host`` fails instead.
-    """
-    if conn.transport != 'compose':
-        return conn, {'used': 'host', 'reason': 'direct transport'}
-    if dump_client == 'container':
-        return conn, {'used': 'container', 'reason': 'dump_client=container'}
-    problem, direct = host_client_problem(conn, server_version_num, runner)
-    if problem is None:
-        return direct, {'used': 'host', 'reason': "the host's pg_dump reaches the container at %s:5432" % direct.host}
-    if dump_client == 'host':
-        raise TransportError('dump_client=host, but %s: fix that, or set dump_client=auto or container' % problem,
-                             code='bad_option')
-    return conn, {'used': 'container', 'reason': problem}
 
 
 def dump_failure(conn, exc, argv):
@@ -239,8 +160,10 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
               'compression_level': req.compression_level, 'connection': conn.describe()}
     timings = {}
 
+    # The host's pg_dump and psql over the container's address when they can (dump_client), else docker exec.
+    dump_conn, result['dump_client'], host_versions = pick_client(conn, req.dump_client, 'dump_client', ('pg_dump',))
     if check_mode:
-        with SnapshotSession(conn) as session:
+        with SnapshotSession(dump_conn) as session:
             facts = server_facts(session)
         result.update(changed=True, would_write=path, estimated_data_size=facts['data_size'],
                       server_version=facts['server_version'],
@@ -257,7 +180,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
         restoring = restore_in_progress(req.backup_dir, conn.database)
         if restoring:
             raise restoring
-        with SnapshotSession(conn) as session:
+        with SnapshotSession(dump_conn) as session:
             facts = server_facts(session)
             if req.check_free_space:
                 problem = free_space_problem(req.backup_dir, facts['data_size'], req.compression)
@@ -285,8 +208,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                 result['key_check'] = {'photos_checked': photos['checked']}
                 timings['key_check_seconds'] = round(clock() - t0, 3)
 
-            dump_conn, result['dump_client'] = pick_dump_connection(conn, req.dump_client, facts['server_version_num'])
-            pg_dump_version = dump_tool_version(dump_conn)
+            pg_dump_version = host_versions.get('pg_dump') or tool_version(dump_conn, 'pg_dump')
             args = pg_dump_args(req.dump_format, req.compression, req.compression_level, snapshot=snapshot, jobs=req.jobs)
             t0 = clock()
             if req.dump_format == 'directory':

@@ -520,6 +520,8 @@ def report_data(marks, artifact=None, stack=None, restore=None, failure=None, te
     if restore.get('photos') is not None:
         photos = restore['photos']
         data['photos'] = {'checked': photos.get('checked'), 'failed': photos.get('failed'), 'total': photos.get('total')}
+    if restore.get('restore_client'):
+        data['restore_client'] = restore['restore_client']
     if failed_steps:
         data['failed_step'] = failed_steps[0]['name']
         data['msg'] = failed_steps[0].get('msg') or 'the drill failed'

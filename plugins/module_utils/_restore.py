@@ -50,6 +50,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
     client_argv,
     client_env,
     fail_from_stderr,
+    pick_client,
     resolve_container,
     run,
     widen_pipe,
@@ -942,6 +943,16 @@ def _remove_from_container(conn, container_dir, runner=run):
     runner([conn.docker_cli, 'exec', '-u', '0', conn.container, 'rm', '-rf', '--', container_dir], timeout=600)
 
 
+def pass_through(source, scanner, sink, chunk_size=CHUNK_SIZE):
+    """Move a decompressed dump from ``source`` (``read(n)``) into ``sink`` (``write``), feeding ``scanner`` on the way."""
+    while True:
+        data = source.read(chunk_size)
+        if not data:
+            return
+        scanner.feed(data)
+        sink.write(data)
+
+
 def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, runner=run, chunk_size=CHUNK_SIZE,
                   sample_table=None):
     """Stream a plain dump into psql inside one transaction; commit only a complete stream; return the scan.
@@ -969,12 +980,7 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
             source = StreamSource(argv=source_argv, path=path)
             try:
                 psql.stdin.write(b'BEGIN;\n' + prologue)
-                while True:
-                    data = source.read(chunk_size)
-                    if not data:
-                        break
-                    scanner.feed(data)
-                    psql.stdin.write(data)
+                pass_through(source, scanner, psql.stdin, chunk_size)
             except (BrokenPipeError, OSError):
                 broken = True
             src_rc, src_err = source.close(complete=not broken)
@@ -1166,8 +1172,10 @@ class RestoreRequest(object):
     """What to restore or verify, and how; built from module parameters. ``key`` is the 32 raw bytes."""
 
     def __init__(self, artifact=None, manifest=None, key=None, cipher='aes-256-gcm', verify_only=False, preflight_only=False,
-                 clean=True, jobs=2, photo_table='photo', photo_sample=0, preflight_photos=20, analyze=True, preflight_scan=False):
+                 clean=True, jobs=2, photo_table='photo', photo_sample=0, preflight_photos=20, analyze=True, preflight_scan=False,
+                 restore_client='auto'):
         self.preflight_scan = preflight_scan
+        self.restore_client = restore_client
         self.artifact = artifact.rstrip('/') if artifact else artifact
         self.manifest = manifest
         self.key = key
@@ -1301,6 +1309,9 @@ def _run(conn, req, check_mode, runner, clock, started, timings, result):
         return result
 
     t0 = clock()
+    # From here on the host's psql / pg_restore over the container's address when they can (restore_client), else docker exec.
+    tools = ('pg_restore',) if info and info['dump_format'] != _artifact.PLAIN and not req.verify_only else ('psql',)
+    conn, result['restore_client'], dummy = pick_client(conn, req.restore_client, 'restore_client', tools, runner)
     target = _target_facts(conn)
     timings['target_check_seconds'] = round(clock() - t0, 3)
     result['server_version'] = target['server_version']

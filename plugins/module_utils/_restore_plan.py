@@ -280,6 +280,8 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
         data['tables'] = restored['tables']
     if restored.get('photos') is not None:
         data['photos'] = dict((k, restored['photos'].get(k)) for k in ('checked', 'failed', 'total'))
+    if restored.get('restore_client'):
+        data['restore_client'] = restored['restore_client']
     if not failed_step and not check_mode:
         data['rto_seconds'] = _seconds_between(started, now)
     if safety_path:

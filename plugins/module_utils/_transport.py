@@ -11,6 +11,10 @@ Two transports build the argv of the PostgreSQL client tools (``pg_dump``, ``psq
   ``-i`` corrupts it) and passes ``PGPASSWORD`` by name, so the secret never sits in argv.
 * ``direct``: the host's client tools over TCP or a Unix socket (libpq), e.g. a managed server.
 
+``pick_client`` turns a compose connection into a direct one to the container's own address when the host's
+tools can use it (a password given, the server's major version): the backup's and the restore's streams then
+skip ``docker exec``, whose stream through the Docker daemon is slower than the tools themselves.
+
 Commands are argument lists, never shell strings. The password travels in the environment only.
 """
 
@@ -188,6 +192,97 @@ def resolve_container(conn, runner=run):
                              % (conn.service, conn.service), code='container_down', rc=rc, stderr=err)
     conn.container = ids[0]
     return conn.container
+
+
+# docker inspect's format for a container's addresses on its networks (also used by the tests and the benchmarks).
+CONTAINER_ADDRESS_FORMAT = '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}'
+CLIENT_CHOICES = ('auto', 'host', 'container')
+
+
+def container_ipv4(conn, runner=run):
+    """The first IPv4 address of the compose service's container on a docker network, or None."""
+    rc, out, dummy = runner([conn.docker_cli, 'inspect', '-f', CONTAINER_ADDRESS_FORMAT, resolve_container(conn, runner)], timeout=60)
+    addresses = [a for a in out.split() if a and ':' not in a] if rc == 0 else []
+    return addresses[0] if addresses else None
+
+
+def tool_version(conn, tool, runner=run):
+    """What ``<tool> --version`` prints where ``conn`` runs it (in the container, or on the host)."""
+    if conn.transport == 'compose':
+        argv = [conn.docker_cli, 'exec', resolve_container(conn, runner), tool, '--version']
+    else:
+        argv = [os.path.join(conn.bin_dir, tool) if conn.bin_dir else tool, '--version']
+    rc, out, err = runner(argv, timeout=60)
+    if rc != 0:
+        raise fail_from_stderr(conn, rc, err, argv, '%s --version' % tool)
+    return out.strip()
+
+
+def version_major(version_line):
+    """15 of "pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"."""
+    for word in version_line.split():
+        head = word.split('.')[0]
+        if head.isdigit():
+            return int(head)
+    return None
+
+
+def host_client_problem(conn, tools, runner=run):
+    """Why the host's client ``tools`` cannot reach the compose service's database over the container's own address.
+
+    Returns ``(problem, direct_connection, versions)``; when ``problem`` is None, ``direct_connection`` is the
+    container's first IPv4 address, port 5432, with the same user, database and password, and ``versions`` maps each
+    tool to its ``--version`` line. It needs a password (from the host the server sees a TCP client, not its local
+    socket), host tools of the server's major version (a newer pg_dump writes settings an older server refuses, an
+    older one cannot read a newer server), and an answer to psql, which every session of the collection uses.
+    """
+    if not conn.password:
+        return 'no password is given (db_password), and the host connects over TCP', None, {}
+    address = container_ipv4(conn, runner)
+    if not address:
+        return 'the container has no IPv4 address on a docker network', None, {}
+    direct = Connection(transport='direct', database=conn.database, user=conn.user, password=conn.password,
+                        host=address, port=5432, bin_dir=conn.bin_dir, connect_timeout=min(conn.connect_timeout or 5, 5))
+    versions = {}
+    for tool in tools:
+        try:
+            versions[tool] = tool_version(direct, tool, runner)
+        except TransportError as exc:
+            return 'no usable %s on the host (%s)' % (tool, exc), None, {}
+    try:
+        rc, out, err = runner(client_argv(direct, 'psql', ['-X', '-q', '-A', '-t', '-c', "SELECT current_setting('server_version_num')"]),
+                              env=client_env(direct), timeout=30)
+    except TransportError as exc:
+        return 'no usable psql on the host (%s)' % exc, None, {}
+    if rc != 0 or not out.strip().isdigit():
+        last = ((err or out).strip().splitlines() or ['no answer'])[-1]
+        return 'the host cannot connect to %s:5432 (%s)' % (address, last), None, {}
+    server_major = int(out.strip()) // 10000
+    for tool, version in sorted(versions.items()):
+        if version_major(version) != server_major:
+            return 'the host\'s %s is not of the server\'s major version %d' % (version, server_major), None, {}
+    return None, direct, versions
+
+
+def pick_client(conn, choice, option, tools, runner=run):
+    """Where the client ``tools`` run: ``(connection, {'used', 'reason'}, host_versions)``.
+
+    A compose service's database is reached by the host's tools over the container's own address when they can
+    (``auto``, ``host``): the bytes then take the kernel's network path, not ``docker exec``'s stream through the
+    Docker daemon, which is slower than pg_dump or psql themselves (README, Performance). ``container`` always uses
+    ``docker exec``; ``auto`` falls back to it, naming why; ``host`` fails instead. ``option`` names the setting
+    in messages; ``host_versions`` is empty unless the host's tools are used.
+    """
+    if conn.transport != 'compose':
+        return conn, {'used': 'host', 'reason': 'direct transport'}, {}
+    if choice == 'container':
+        return conn, {'used': 'container', 'reason': '%s=container' % option}, {}
+    problem, direct, versions = host_client_problem(conn, tools, runner)
+    if problem is None:
+        return direct, {'used': 'host', 'reason': "the host's %s reaches the container at %s:5432" % ('/'.join(tools), direct.host)}, versions
+    if choice == 'host':
+        raise TransportError('%s=host, but %s: fix that, or set %s=auto or container' % (option, problem, option), code='bad_option')
+    return conn, {'used': 'container', 'reason': problem}, {}
 
 
 PIPE_SIZE = 1024 * 1024

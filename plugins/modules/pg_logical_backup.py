@@ -103,7 +103,8 @@ options:
         slower than pg_dump itself; it needs O(db_password), a host pg_dump of the server's major version, and the host able
         to connect. Otherwise V(auto) runs pg_dump inside the container with C(docker exec), and RV(dump_client) says why.
       - V(container) always uses C(docker exec); V(host) fails, naming the reason, instead of falling back.
-      - The snapshot, counts and key check are the same either way. Ignored with O(transport=direct).
+      - The snapshot session (counts and key check) uses the same side's psql. The snapshot, counts and key check are the
+        same either way. Ignored with O(transport=direct).
     type: str
     choices: [auto, host, container]
     default: auto
@@ -135,8 +136,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 dump_client:
-  description: Where pg_dump ran (V(host) or V(container)) and why.
-  returned: success, not in check mode
+  description: Where pg_dump ran, or in check mode would run, (V(host) or V(container)) and why; the snapshot session's psql
+    runs there too.
+  returned: success
   type: dict
   sample: {"used": "host", "reason": "the host's pg_dump reaches the container at 172.18.0.2:5432"}
 path:
@@ -235,7 +237,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     encryption_key_argument_spec,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES, TransportError
 
 
 def main():
@@ -253,7 +255,7 @@ def main():
         key_check_photos=dict(type='int', default=20, no_log=False),
         name_prefix=dict(type='str', default='backup'),
         check_free_space=dict(type='bool', default=True),
-        dump_client=dict(type='str', choices=['auto', 'host', 'container'], default='auto'),
+        dump_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
     params = module.params

@@ -129,6 +129,19 @@ options:
     description: Run C(ANALYZE) on the database after a restore, so the planner has statistics at once.
     type: bool
     default: true
+  restore_client:
+    description:
+      - Where psql and pg_restore run against the target with O(transport=compose), after the preflight. V(auto) runs the
+        host's client tools against the container's own address on its docker network (port 5432) when it can, because
+        C(docker exec)'s stream through the Docker daemon is slower than psql itself; it needs O(db_password), host tools
+        of the server's major version (C(psql) for a plain dump, C(pg_restore) for an archive), and the host able to
+        connect. A custom archive is then restored by the host's pg_restore from the file itself, with O(jobs), instead
+        of being copied into the container first. Otherwise V(auto) uses C(docker exec), and RV(restore_client) says why.
+      - V(container) always uses C(docker exec); V(host) fails, naming the reason, instead of falling back.
+      - The restore and the verification are the same either way. Ignored with O(transport=direct).
+    type: str
+    choices: [auto, host, container]
+    default: auto
 requirements:
   - PostgreSQL client tools (C(psql), C(pg_restore)) in the container (O(transport=compose)) or on the host (O(transport=direct)).
     With O(preflight_only) over the compose transport and the service's container down, a custom or directory archive is
@@ -288,6 +301,11 @@ analyzed:
   description: Whether C(ANALYZE) ran.
   returned: after verification
   type: bool
+restore_client:
+  description: Where psql and pg_restore ran against the target (V(host) or V(container)) and why.
+  returned: after the preflight, unless O(preflight_only)
+  type: dict
+  sample: {"used": "host", "reason": "the host's psql reaches the container at 172.18.0.2:5432"}
 server_version:
   description: Version of the target server.
   returned: after the target check
@@ -311,6 +329,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import RestoreError, RestoreRequest, run_restore_verify
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 
 
 def argument_spec():
@@ -328,6 +347,7 @@ def argument_spec():
         preflight_photos=dict(type='int', default=20),
         preflight_scan=dict(type='bool', default=False),
         analyze=dict(type='bool', default=True),
+        restore_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
     )
     return spec
 
@@ -365,7 +385,7 @@ def main():
         artifact=params['artifact'], manifest=params['manifest'], key=key, cipher=params['cipher'],
         verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
         photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
-        analyze=params['analyze'], preflight_scan=params['preflight_scan'])
+        analyze=params['analyze'], preflight_scan=params['preflight_scan'], restore_client=params['restore_client'])
     try:
         result = run_restore_verify(connection_from_params(params), request, check_mode=module.check_mode)
     except RestoreError as exc:

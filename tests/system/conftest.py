@@ -217,9 +217,10 @@ class ComposeStack(object):
     def kill_processes(self, program):
         """SIGKILL the processes of the container whose command is ``program``, and the host's that connect to the
         container's address (the backup's host pg_dump, dump_client=auto); return their pids."""
+        # Importable once this file has put the collection's tree on sys.path (above).
+        from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CONTAINER_ADDRESS_FORMAT  # pylint: disable=import-outside-toplevel
         killed = []
-        address = run(['docker', 'inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}', self.container],
-                      timeout=60).stdout.split()
+        address = run(['docker', 'inspect', '-f', CONTAINER_ADDRESS_FORMAT, self.container], timeout=60).stdout.split()
         for pid in os.listdir('/proc'):
             try:
                 with open('/proc/%s/cmdline' % pid, 'rb') as fileobj:

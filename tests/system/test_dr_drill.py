@@ -139,9 +139,9 @@ def site(tmp_path_factory, request, ansible):
 
 @pytest.fixture(scope='module')
 def two_drills(site):
-    """Two drills of the backup; the second with the json callback, for its set_stats."""
+    """Two drills of the backup; the second with the json callback, for its set_stats, and through docker exec."""
     first = _drill(site)
-    second = _drill(site, json_output=True)
+    second = _drill(site, json_output=True, dr_drill_restore_client='container')
     return first, second
 
 
@@ -168,6 +168,14 @@ def test_a_drill_passes_with_exact_counts_and_every_photo(site, two_drills):
     assert document['target']['project_name'] == site.scratch_project
     assert document['rto_seconds'] > 0 and document['rpo_seconds'] > 0
     assert 'report %s' % first.report[1] in first.output
+    # The host's psql reached the scratch container with the scratch database's own password (restore_client=auto).
+    assert document['restore_client']['used'] == 'host', document['restore_client']
+
+
+def test_a_drill_through_docker_exec_verifies_the_same(two_drills):
+    first, second = (_load(drill)[0] for drill in two_drills)
+    assert second['status'] == 'passed' and second['restore_client'] == {'used': 'container', 'reason': 'restore_client=container'}
+    assert second['tables'] == first['tables'] and second['photos'] == first['photos']
 
 
 def test_the_junit_report_has_a_passing_case_per_step(two_drills):

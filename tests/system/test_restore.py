@@ -228,11 +228,18 @@ def assert_untouched(production, before, container):
 # --------------------------------------------------------------------------------------------
 
 def test_round_trip(production, plain_backup):
-    """backup.yml, then restore.yml of the newest backup: the stack is recreated, every count and photo is back."""
+    """backup.yml, then restore.yml of the newest backup: the stack is recreated, every count and photo is back.
+
+    With the password given (as the demo inventory does) the restore's psql runs on the host, over the new container's
+    address (restore_client=auto)."""
     compressed = production.backup()
     before = production.state()
     container = production.stack.container
-    proc = production.restore('-e', 'restore_confirm=true')
+    production.write_inventory(fleet_dr_db_password=production.stack.password)
+    try:
+        proc = production.restore('-e', 'restore_confirm=true')
+    finally:
+        production.write_inventory()
     assert proc.returncode == 0, output(proc)[-6000:]
     after = production.state()
     assert production.stack.container != container, 'the stack was not recreated'
@@ -250,6 +257,7 @@ def test_round_trip(production, plain_backup):
     assert report['artifact']['path'] == compressed, 'the newest backup was not the one restored'
     assert report['photos']['checked'] == report['photos']['total'] == len(photos) and report['photos']['failed'] == 0
     assert report['rto_seconds'] > 0
+    assert report['restore_client']['used'] == 'host', report['restore_client']
     assert all(t['ok'] for t in report['tables']) and set(manifest['row_counts']) <= set(t['table'] for t in report['tables'])
     safety = report['safety_dump']['path']
     assert os.path.dirname(safety) == os.path.join(production.backup_dir, 'safety')
@@ -320,6 +328,8 @@ def test_runbook_backup_restores_and_verifies(production):
     report = reports(production)[-1]
     assert report['status'] == 'passed' and report['artifact']['path'] == path
     assert all(t['ok'] and t['source'] == 'dump' for t in report['tables']), report['tables']
+    # No password in this inventory: the restore went through docker exec, and the report says why.
+    assert report['restore_client']['used'] == 'container' and 'no password' in report['restore_client']['reason']
 
 
 def test_check_mode_changes_nothing(production, plain_backup):

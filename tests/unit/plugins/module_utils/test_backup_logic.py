@@ -225,20 +225,24 @@ def test_backup_is_refused_while_a_restore_holds_its_lease(tmp_path, check_mode)
 # ---------------------------------------------------------------------------------------------
 
 class _HostRunner(object):
-    """docker inspect (the container's addresses), the host's pg_dump --version and the psql probe."""
+    """docker inspect (the container's addresses), the host tools' --version and the psql probe."""
 
-    def __init__(self, addresses='172.18.0.2 ', version='pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)', probe=(0, '1\n', '')):
+    def __init__(self, addresses='172.18.0.2 ', version='(PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)', probe=(0, '150018\n', ''),
+                 missing=()):
         self.addresses = addresses
         self.version = version
         self.probe = probe
+        self.missing = missing
         self.calls = []
 
     def __call__(self, argv, env=None, cwd=None, timeout=None, stdin_data=None):
         self.calls.append((list(argv), env))
+        if argv[0] in self.missing:
+            raise _transport.TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary')
         if argv[:2] == ['docker', 'inspect']:
             return 0, self.addresses, ''
         if argv[-1] == '--version':
-            return (0, self.version + '\n', '') if self.version else (127, '', 'pg_dump: not found')
+            return (0, '%s %s\n' % (argv[0], self.version), '') if self.version else (127, '', '%s: not found' % argv[0])
         if argv[0] == 'psql':
             return self.probe
         raise AssertionError(argv)
@@ -251,11 +255,12 @@ def _compose_conn(password='s3cret-pw'):
     return conn
 
 
-def test_auto_dumps_with_the_host_client_over_the_container_address():
+def test_auto_uses_the_host_client_over_the_container_address():
     runner = _HostRunner()
-    conn, choice = _backup.pick_dump_connection(_compose_conn(), 'auto', 150018, runner)
+    conn, choice, versions = _transport.pick_client(_compose_conn(), 'auto', 'dump_client', ('pg_dump',), runner)
     assert conn.transport == 'direct' and (conn.host, conn.port, conn.user, conn.database) == ('172.18.0.2', 5432, 'challengeuser', 'telemetry_db')
     assert choice == {'used': 'host', 'reason': "the host's pg_dump reaches the container at 172.18.0.2:5432"}
+    assert versions == {'pg_dump': 'pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)'}
     probe, env = runner.calls[-1]
     assert probe[:5] == ['psql', '-h', '172.18.0.2', '-p', '5432'] and 's3cret-pw' not in ' '.join(probe)
     assert env['PGPASSWORD'] == 's3cret-pw'
@@ -265,26 +270,39 @@ def test_auto_dumps_with_the_host_client_over_the_container_address():
     (None, _HostRunner(), 'no password is given'),
     ('pw', _HostRunner(addresses=' '), 'no IPv4 address'),
     ('pw', _HostRunner(version=None), 'no usable pg_dump on the host'),
-    ('pw', _HostRunner(version='pg_dump (PostgreSQL) 16.4'), 'not of the server\'s major version 15'),
-    ('pw', _HostRunner(version='pg_dump (PostgreSQL) 14.9'), 'not of the server\'s major version 15'),
+    ('pw', _HostRunner(missing=('pg_dump',)), 'no usable pg_dump on the host (pg_dump is not installed'),
+    ('pw', _HostRunner(missing=('psql',)), 'no usable psql on the host (psql is not installed'),
+    ('pw', _HostRunner(version='(PostgreSQL) 16.4'), 'not of the server\'s major version 15'),
+    ('pw', _HostRunner(version='(PostgreSQL) 14.9'), 'not of the server\'s major version 15'),
+    ('pw', _HostRunner(probe=(0, '160004\n', '')), 'not of the server\'s major version 16'),
     ('pw', _HostRunner(probe=(2, '', 'psql: error: connection to server at "172.18.0.2", port 5432 failed: timeout expired')),
      'the host cannot connect to 172.18.0.2:5432 (psql: error: connection to server'),
 ])
 def test_auto_falls_back_to_docker_exec_and_says_why(password, runner, reason):
     original = _compose_conn(password)
-    conn, choice = _backup.pick_dump_connection(original, 'auto', 150018, runner)
-    assert conn is original and choice['used'] == 'container' and reason in choice['reason'], choice
+    conn, choice, versions = _transport.pick_client(original, 'auto', 'dump_client', ('pg_dump',), runner)
+    assert conn is original and choice['used'] == 'container' and reason in choice['reason'] and versions == {}, choice
     with pytest.raises(_transport.TransportError) as info:
-        _backup.pick_dump_connection(original, 'host', 150018, runner)
+        _transport.pick_client(original, 'host', 'dump_client', ('pg_dump',), runner)
     assert info.value.code == 'bad_option' and reason in str(info.value) and 'dump_client=auto or container' in str(info.value)
+
+
+def test_the_restore_checks_its_own_tool_and_names_its_own_option():
+    runner = _HostRunner(version=None)
+    conn, choice, dummy = _transport.pick_client(_compose_conn(), 'auto', 'restore_client', ('pg_restore',), runner)
+    assert choice['used'] == 'container' and 'no usable pg_restore on the host' in choice['reason']
+    with pytest.raises(_transport.TransportError) as info:
+        _transport.pick_client(_compose_conn(), 'host', 'restore_client', ('pg_restore',), runner)
+    assert 'restore_client=host' in str(info.value) and 'restore_client=auto or container' in str(info.value)
 
 
 def test_container_and_direct_need_no_probe():
     runner = _HostRunner()
-    conn, choice = _backup.pick_dump_connection(_compose_conn(), 'container', 150018, runner)
-    assert conn.transport == 'compose' and choice['used'] == 'container' and runner.calls == []
+    conn, choice, dummy = _transport.pick_client(_compose_conn(), 'container', 'dump_client', ('pg_dump',), runner)
+    assert conn.transport == 'compose' and choice == {'used': 'container', 'reason': 'dump_client=container'} and runner.calls == []
     direct = _transport.Connection('direct', database='telemetry_db', host='db.example', port=5432)
-    assert _backup.pick_dump_connection(direct, 'auto', 150018, runner) == (direct, {'used': 'host', 'reason': 'direct transport'})
+    assert _transport.pick_client(direct, 'auto', 'dump_client', ('pg_dump',), runner) == (
+        direct, {'used': 'host', 'reason': 'direct transport'}, {})
 
 
 def test_widen_pipe_sets_the_buffer_of_a_pipe_and_leaves_a_file_alone(tmp_path):

@@ -325,7 +325,8 @@ def test_no_secret_in_the_vvvv_output_or_the_reports(site, wrong_key_drill):  # 
     # Every process's argv while the drill runs: neither secret, and no POSTGRES_PASSWORD=<value> (the scratch password).
     needles = secret_forms(site.stack.password, site.stack.key) + ['POSTGRES_PASSWORD=']
     with ScratchPasswordWatcher(site.scratch_project + '_db') as watcher:
-        with CmdlineScanner(needles, ['docker', 'exec', 'psql', 'ON_ERROR_STOP=1']) as scanner:
+        # The restore's own psql: on the host, over the scratch container's address (restore_client=auto), its password in the environment.
+        with CmdlineScanner(needles, ['psql', '-h', 'ON_ERROR_STOP=1', '-f']) as scanner:
             proc = site.playbook(DRILL, args=['-vvvv'])
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]

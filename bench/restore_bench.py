@@ -168,9 +168,10 @@ class Bench(object):
 
 
 PROFILE_QUERIES = (
-    ('photos as hex rows through `docker exec psql` (what the verification reads)', 'host',
+    ('photos as hex rows through `docker exec psql`', 'host',
      "SELECT id, encode(data, 'hex') FROM photo ORDER BY id"),
-    ('photos as binary COPY through `docker exec psql`', 'host', 'COPY (SELECT id, data FROM photo ORDER BY id) TO STDOUT (FORMAT binary)'),
+    ('photos as binary COPY through `docker exec psql` (the verification with restore_client=container)', 'host',
+     'COPY (SELECT id, data FROM photo ORDER BY id) TO STDOUT (FORMAT binary)'),
     ('photos as hex rows, psql inside the container', 'container', "SELECT id, encode(data, 'hex') FROM photo ORDER BY id"),
     ('photos as binary COPY, psql inside the container', 'container', 'COPY (SELECT id, data FROM photo ORDER BY id) TO STDOUT (FORMAT binary)'),
 )

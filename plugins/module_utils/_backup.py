@@ -126,6 +126,15 @@ def dump_failure(conn, exc, argv):
     return failure
 
 
+def _dump_to_file(conn, args, target):
+    """pg_dump on the host writing ``target`` itself (``--file``): a directory archive, or a seekable custom one."""
+    argv = client_argv(conn, 'pg_dump', args + ['--file', target])
+    rc, dummy, err = run(argv, env=client_env(conn))
+    if rc != 0:
+        raise fail_from_stderr(conn, rc, err, argv, 'pg_dump')
+    return {}
+
+
 def _existing_parent(path):
     while not os.path.isdir(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
@@ -216,11 +225,16 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                     if dump_conn.transport == 'compose':
                         stats = _dump_directory_via_container(dump_conn, args, writer.temp_path, progress)
                     else:
-                        argv = client_argv(dump_conn, 'pg_dump', args + ['--file', writer.temp_path])
-                        rc, dummy, err = run(argv, env=client_env(dump_conn))
-                        if rc != 0:
-                            raise fail_from_stderr(dump_conn, rc, err, argv, 'pg_dump')
-                        stats = {}
+                        stats = _dump_to_file(dump_conn, args, writer.temp_path)
+                    writer.commit()
+                    sha256, size = writer.sha256, writer.size
+            elif req.dump_format == 'custom' and dump_conn.transport != 'compose':
+                # pg_dump writing the archive itself can seek back and store every table's data offset in the table of
+                # contents: pg_restore -t (the restore's key preflight) and -j then jump to a table's data instead of
+                # reading the archive up to it, as they must in an archive written to a pipe.
+                with _artifact.AtomicArtifactWriter(req.backup_dir, name) as writer:
+                    stats = _dump_to_file(dump_conn, args, writer.temp_path)
+                    writer.sync_from_disk()
                     writer.commit()
                     sha256, size = writer.sha256, writer.size
             else:

@@ -131,12 +131,13 @@ options:
     default: true
   restore_client:
     description:
-      - Where psql and pg_restore run against the target with O(transport=compose), after the preflight. V(auto) runs the
+      - Where psql and pg_restore run against the target with O(transport=compose). V(auto) runs the
         host's client tools against the container's own address on its docker network (port 5432) when it can, because
         C(docker exec)'s stream through the Docker daemon is slower than psql itself; it needs O(db_password), host tools
         of the server's major version (C(psql) for a plain dump, C(pg_restore) for an archive), and the host able to
         connect. A custom archive is then restored by the host's pg_restore from the file itself, with O(jobs), instead
-        of being copied into the container first. Otherwise V(auto) uses C(docker exec), and RV(restore_client) says why.
+        of being copied into the container first, and the preflight reads the archive's table of contents and photos from the
+        file itself (also with O(preflight_only)). Otherwise V(auto) uses C(docker exec), and RV(restore_client) says why.
       - V(container) always uses C(docker exec); V(host) fails, naming the reason, instead of falling back.
       - The restore and the verification are the same either way. Ignored with O(transport=direct).
     type: str
@@ -303,7 +304,7 @@ analyzed:
   type: bool
 restore_client:
   description: Where psql and pg_restore ran against the target (V(host) or V(container)) and why.
-  returned: after the preflight, unless O(preflight_only)
+  returned: after the preflight, unless O(preflight_only); before it for a custom or directory archive whose container runs
   type: dict
   sample: {"used": "host", "reason": "the host's psql reaches the container at 172.18.0.2:5432"}
 server_version:

@@ -445,6 +445,33 @@ def test_custom_backup_restores_while_the_database_is_down(production):
     assert production.state() == before
 
 
+def test_custom_backup_is_read_and_restored_by_the_host_pg_restore(production):
+    """With the password the host's pg_dump writes a custom archive itself (seekable), the key preflight reads its table
+    of contents and photos with the host's pg_restore from the file itself (not streamed into docker exec), and the
+    restore runs there too, with jobs."""
+    production.write_inventory(fleet_dr_db_password=production.stack.password)
+    try:
+        artifact = production.backup('-e', 'backup_format=custom', '-e', 'backup_compression=none')
+        before = production.state()
+        proc = run([production.ansible.playbook, '-i', production.inventory, RESTORE_PLAYBOOK, '-e', 'restore_confirm=true',
+                    '-e', 'restore_artifact=' + artifact], cwd=production.workdir,
+                   env=production.ansible.env(production.stack.env, json_output=True), timeout=COMMAND_TIMEOUT)
+    finally:
+        production.write_inventory()
+    assert proc.returncode == 0, output(proc)[-6000:]
+    doc = json.loads(proc.stdout[proc.stdout.index('{'):])
+    tasks = [task for play in doc['plays'] for task in play['tasks'] if 'Key preflight' in task['task']['name']]
+    assert tasks, [task['task']['name'] for play in doc['plays'] for task in play['tasks']]
+    preflight = tasks[0]['hosts'][HOST]
+    assert preflight['restore_client']['used'] == 'host', preflight.get('restore_client')
+    assert preflight['preflight']['photos_checked'] > 0 and preflight['preflight']['photo_source'] == 'pg_restore -a -t photo'
+    production.refresh()
+    assert production.state() == before
+    report = reports(production)[-1]
+    assert report['status'] == 'passed' and report['artifact']['path'] == artifact
+    assert report['restore_client']['used'] == 'host', report['restore_client']
+
+
 def test_failure_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
     """The database does not become ready within restore_wait_timeout=3 after down -v: the message names the safety dump and
     the command that restores it; running that command brings production's data back.

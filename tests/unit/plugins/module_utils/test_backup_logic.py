@@ -316,3 +316,29 @@ def test_widen_pipe_sets_the_buffer_of_a_pipe_and_leaves_a_file_alone(tmp_path):
         assert len(reader.read(200000)) == 200000
     with open(str(tmp_path / 'f'), 'wb') as regular:
         assert _transport.widen_pipe(regular) is regular
+
+
+def test_a_host_pg_dump_writes_its_archive_itself(monkeypatch, tmp_path):
+    """A custom archive (or a directory) dumped on the host is written by pg_dump --file, so it can seek (the table of
+    contents then holds each table's data offset); its password stays in the environment."""
+    seen = []
+
+    def fake_run(argv, env=None, **kwargs):
+        seen.append((argv, env))
+        return 0, '', ''
+    monkeypatch.setattr(_backup, 'run', fake_run)
+    direct = _transport.Connection('direct', database='telemetry_db', user='u', password='s3cret-pw', host='172.18.0.2', port=5432)
+    target = str(tmp_path / 'backup.dump.tmp')
+    assert _backup._dump_to_file(direct, ['--format=custom', '--compress=0'], target) == {}
+    argv, env = seen[0]
+    assert argv[0] == 'pg_dump' and argv[-2:] == ['--file', target] and '--format=custom' in argv
+    assert 's3cret-pw' not in ' '.join(argv) and env['PGPASSWORD'] == 's3cret-pw'
+
+
+def test_a_failing_host_pg_dump_names_the_cause(monkeypatch, tmp_path):
+    monkeypatch.setattr(_backup, 'run', lambda argv, env=None, **kwargs: (
+        1, '', 'pg_dump: error: could not write to output file: No space left on device'))
+    direct = _transport.Connection('direct', database='telemetry_db', user='u', password='pw', host='172.18.0.2', port=5432)
+    with pytest.raises(_transport.TransportError) as info:
+        _backup._dump_to_file(direct, ['--format=custom'], str(tmp_path / 'x'))
+    assert info.value.code == 'disk_full'

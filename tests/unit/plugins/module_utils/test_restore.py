@@ -884,3 +884,50 @@ def test_toc_without_container_or_image_names_the_stopped_service(tmp_path):
     with pytest.raises(_transport.TransportError) as err:
         toc('/b/backup.dump')
     assert err.value.code == 'container_down'
+
+
+@pytest.mark.parametrize('path, archive', [('/b/a.sql', False), ('/b/a.sql.gz', False), ('/b/a.sql.zst', False),
+                                           ('/b/a.dump', True), ('/b/a.custom', True)])
+def test_is_archive_path(path, archive):
+    assert _restore.is_archive_path(path) is archive
+
+
+def test_is_archive_path_of_a_directory(tmp_path):
+    assert _restore.is_archive_path(str(tmp_path)) is True
+
+
+def test_archive_client_reads_the_archive_with_the_host_pg_restore():
+    calls = []
+
+    def runner(argv, **kwargs):
+        calls.append(argv)
+        if argv[-3:] == ['ps', '-q', 'db']:
+            return 0, 'c0ffee\n', ''
+        if argv[1] == 'inspect':
+            return 0, 'true\n' if argv[3] == '{{.State.Running}}' else '172.18.0.2 \n', ''
+        if argv[-1] == '--version':
+            return 0, '%s (PostgreSQL) 15.18\n' % argv[0], ''
+        if argv[0] == 'psql':
+            return 0, '150018\n', ''
+        raise AssertionError(argv)
+    conn, client = _restore.archive_client(_compose_conn(), 'auto', runner)
+    assert conn.transport == 'direct' and conn.host == '172.18.0.2' and client['used'] == 'host'
+    assert ['pg_restore', '--version'] in calls
+    # The preflight's reads then run on the host, on the file itself (no docker exec, no stdin).
+    assert _restore.table_data_argv(conn, '/b/a.dump', 'photo') == (['pg_restore', '-a', '-t', 'photo', '-f', '-', '/b/a.dump'], None)
+
+
+def test_archive_client_leaves_a_down_container_to_the_preflight():
+    def runner(argv, **kwargs):
+        if argv[-3:] == ['ps', '-q', 'db']:
+            return 0, '', ''
+        raise AssertionError(argv)
+    original = _compose_conn()
+    conn, client = _restore.archive_client(original, 'auto', runner)
+    assert conn is original and client is None
+
+
+def test_archive_client_respects_container():
+    original = _compose_conn()
+    conn, client = _restore.archive_client(original, 'container', None)
+    assert conn is original and client == {'used': 'container', 'reason': 'restore_client=container'}

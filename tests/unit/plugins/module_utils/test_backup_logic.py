@@ -68,12 +68,56 @@ def test_compose_client_argv_passes_password_by_name():
             return 0, 'abc123\n', ''
         if argv[1] == 'inspect':
             return 0, 'true\n', ''
+        if argv[:3] == ['docker', 'ps', '-q']:
+            return 0, '', ''  # no container by the labels: compose ps decides
         raise AssertionError(argv)
 
     conn = _transport.Connection(transport='compose', project_src='/', project_name='p', user='u', database='d', password='pw')
     argv = _transport.client_argv(conn, 'psql', ['-X'], runner=runner, stdin=True)
     assert argv == ['docker', 'exec', '-i', '-e', 'PGPASSWORD', '-e', 'PGCONNECT_TIMEOUT', 'abc123', 'psql', '-U', 'u', '-d', 'd', '-X']
     assert ['docker-compose', '-p', 'p', 'ps', '-q', 'db'] in [c[0] for c in calls]
+
+
+def _label_runner(answer, calls):
+    def runner(argv, **kwargs):
+        calls.append(argv)
+        if argv[:3] == ['docker', 'ps', '-q']:
+            return 0, answer, ''
+        if argv[-3:] == ['ps', '-q', 'db']:
+            return 0, 'from-compose\n', ''
+        if argv[1] == 'inspect':
+            return 0, 'true\n', ''
+        return 0, 'ok', ''
+    return runner
+
+
+def test_a_named_project_finds_its_container_by_labels_without_compose():
+    calls = []
+    conn = _transport.Connection(transport='compose', project_src='/', project_name='fdrbench1', compose_command='docker-compose')
+    assert _transport.resolve_container(conn, runner=_label_runner('c0ffee\n', calls)) == 'c0ffee'
+    assert calls == [['docker', 'ps', '-q', '--filter', 'label=com.docker.compose.project=fdrbench1', '--filter',
+                      'label=com.docker.compose.service=db', '--filter', 'label=com.docker.compose.oneoff=False']]
+
+
+@pytest.mark.parametrize('name, answer, labels_asked', [
+    (None, 'c0ffee\n', False),           # the name is compose's to derive (directory, .env, name: in the file)
+    ('MyApp', 'c0ffee\n', False),        # compose would normalise it: its labels say myapp
+    ('app', '', True),                   # nothing running by the labels: compose ps names the cause
+    ('app', 'c0ffee\nbeef\n', True),     # two containers (scaled): compose ps picks
+])
+def test_otherwise_compose_ps_finds_it(name, answer, labels_asked):
+    calls = []
+    conn = _transport.Connection(transport='compose', project_src='/', project_name=name, compose_command='docker-compose')
+    assert _transport.resolve_container(conn, runner=_label_runner(answer, calls)) == 'from-compose'
+    assert any(c[:3] == ['docker', 'ps', '-q'] for c in calls) is labels_asked
+
+
+def test_a_missing_project_directory_is_named_before_any_label_lookup(tmp_path):
+    calls = []
+    conn = _transport.Connection(transport='compose', project_src=str(tmp_path / 'gone'), project_name='app')
+    with pytest.raises(_transport.TransportError) as err:
+        _transport.resolve_container(conn, runner=_label_runner('c0ffee\n', calls))
+    assert err.value.code == 'no_project' and calls == []
 
 
 def test_compose_service_without_container():

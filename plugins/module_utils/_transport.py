@@ -187,7 +187,7 @@ def labelled_container(conn, runner=run):
         return None
     rc, out, dummy = runner([conn.docker_cli, 'ps', '-q', '--filter', 'label=com.docker.compose.project=%s' % conn.project_name,
                              '--filter', 'label=com.docker.compose.service=%s' % conn.service,
-                             '--filter', 'label=com.docker.compose.oneoff=False'], timeout=60)
+                             '--filter', 'label=com.docker.compose.oneoff=False', '--filter', 'status=running'], timeout=60)
     ids = out.split() if rc == 0 else []
     return ids[0] if len(ids) == 1 else None
 

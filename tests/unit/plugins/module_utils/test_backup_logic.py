@@ -96,7 +96,8 @@ def test_a_named_project_finds_its_container_by_labels_without_compose():
     conn = _transport.Connection(transport='compose', project_src='/', project_name='fdrbench1', compose_command='docker-compose')
     assert _transport.resolve_container(conn, runner=_label_runner('c0ffee\n', calls)) == 'c0ffee'
     assert calls == [['docker', 'ps', '-q', '--filter', 'label=com.docker.compose.project=fdrbench1', '--filter',
-                      'label=com.docker.compose.service=db', '--filter', 'label=com.docker.compose.oneoff=False']]
+                      'label=com.docker.compose.service=db', '--filter', 'label=com.docker.compose.oneoff=False', '--filter',
+                      'status=running']]
 
 
 @pytest.mark.parametrize('name, answer, labels_asked', [

@@ -164,11 +164,16 @@ def compose_base(conn, runner=run):
     return base
 
 
-def compose_run(conn, args, runner=run, timeout=None):
-    """Run ``<compose> <args>`` in the project directory; return ``(rc, stdout, stderr)``."""
+def require_project_dir(conn):
+    """Refuse (``no_project``) a compose connection whose project directory does not exist."""
     if not conn.project_src or not os.path.isdir(conn.project_src):
         raise TransportError('compose project directory %s does not exist: set project_src to the directory that holds '
                              'docker-compose.yml' % conn.project_src, code='no_project')
+
+
+def compose_run(conn, args, runner=run, timeout=None):
+    """Run ``<compose> <args>`` in the project directory; return ``(rc, stdout, stderr)``."""
+    require_project_dir(conn)
     return runner(compose_base(conn, runner) + list(args), cwd=conn.project_src, timeout=timeout)
 
 
@@ -196,9 +201,7 @@ def resolve_container(conn, runner=run):
     """Find the running container of ``conn.service``; cache and return its id."""
     if conn.container:
         return conn.container
-    if not conn.project_src or not os.path.isdir(conn.project_src):
-        raise TransportError('compose project directory %s does not exist: set project_src to the directory that holds '
-                             'docker-compose.yml' % conn.project_src, code='no_project')
+    require_project_dir(conn)
     found = labelled_container(conn, runner)
     if found:
         conn.container = found

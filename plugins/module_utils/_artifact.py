@@ -81,7 +81,8 @@ _EXTENSIONS = {
 }
 _FORMAT_EXTENSIONS = {CUSTOM: '.dump', DIRECTORY: '.dir'}
 _NAME_RE = re.compile(
-    r'\A(?P<prefix>[^/]+?)_(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?P<ext>\.sql|\.sql\.gz|\.sql\.zst|\.dump|\.dir)\Z')
+    r'\A(?P<prefix>[^/]+?)_(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<seq>[2-9]|[1-9][0-9]+))?'
+    r'(?P<ext>\.sql|\.sql\.gz|\.sql\.zst|\.dump|\.dir)\Z')
 _EXTENSION_FORMATS = {
     '.sql': (PLAIN, 'none'),
     '.sql.gz': (PLAIN, 'gzip'),
@@ -209,6 +210,23 @@ def artifact_name(started_at, dump_format=PLAIN, compression='none', prefix='bac
     return '%s_%s%s' % (prefix, _utc(started_at).strftime(NAME_TIME_FORMAT), artifact_extension(dump_format, compression))
 
 
+def free_artifact_name(directory, started_at, dump_format=PLAIN, compression='none', prefix='backup'):
+    """Return the first name for a dump started at ``started_at`` that no entry (artifact or manifest) of ``directory`` holds.
+
+    That is ``artifact_name(...)`` (the runbook's name) when it is free, else the same name with ``_2``, ``_3``, ...
+    before the extension: two backups that start within one second both get a name, and neither replaces the other.
+    Call it under the backup's lock; the atomic rename still refuses a name taken by anything else meanwhile.
+    """
+    base = artifact_name(started_at, dump_format, compression, prefix)
+    ext = artifact_extension(dump_format, compression)
+    stem = base[:-len(ext)]
+    name, seq = base, 1
+    while os.path.lexists(os.path.join(directory, name)) or os.path.lexists(os.path.join(directory, name + MANIFEST_SUFFIX)):
+        seq += 1
+        name = '%s_%d%s' % (stem, seq, ext)
+    return name
+
+
 def parse_artifact_name(name):
     """Return ``{prefix, started_at, dump_format, compression}`` for a name made by ``artifact_name``, else None.
 
@@ -219,7 +237,8 @@ def parse_artifact_name(name):
         return None
     started_at = datetime.datetime.strptime(match.group('stamp'), NAME_TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
     dump_format, compression = _EXTENSION_FORMATS[match.group('ext')]
-    return {'prefix': match.group('prefix'), 'started_at': started_at, 'dump_format': dump_format, 'compression': compression}
+    return {'prefix': match.group('prefix'), 'started_at': started_at, 'dump_format': dump_format, 'compression': compression,
+            'sequence': int(match.group('seq') or 1)}
 
 
 def is_partial_name(name):
@@ -314,7 +333,7 @@ _renameat2 = _load_renameat2()
 
 
 def _exists_error(dst):
-    return ArtifactExistsError('%s already exists: artifacts are never overwritten; remove it or wait a second for a new name' % dst)
+    return ArtifactExistsError('%s already exists: artifacts are never overwritten; move it away or run again for a new name' % dst)
 
 
 def rename_noreplace(src, dst):
@@ -1157,7 +1176,9 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
 # --------------------------------------------------------------------------------------------
 
 def _sort_key(entry):
-    return (entry['started_at'], entry['name'])
+    # Manifests made from datetimes keep whole seconds: within one second, the name's sequence (_2, _3, ...) orders.
+    parsed = parse_artifact_name(entry['name'])
+    return (entry['started_at'], parsed['sequence'] if parsed else 1, entry['name'])
 
 
 def list_artifacts(backup_dir, database=None):

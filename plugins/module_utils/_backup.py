@@ -162,8 +162,12 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     if restoring:
         raise restoring
     started = clock()
-    name = _artifact.artifact_name(datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc),
-                                   req.dump_format, req.compression, prefix=req.prefix)
+    started_dt = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc)
+
+    def free_name():
+        return _artifact.free_artifact_name(req.backup_dir, started_dt, req.dump_format, req.compression, prefix=req.prefix)
+
+    name = free_name()
     path = os.path.join(req.backup_dir, name)
     result = {'path': path, 'format': req.dump_format, 'compression': req.compression,
               'compression_level': req.compression_level, 'connection': conn.describe()}
@@ -183,7 +187,10 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             result['free_space_problem'] = free_space_problem(_existing_parent(req.backup_dir), facts['data_size'], req.compression)
         return result
 
-    with BackupLock(req.backup_dir, backup_lock_name(conn.database), purpose='backup of %s to %s' % (conn.database, path)):
+    with BackupLock(req.backup_dir, backup_lock_name(conn.database), purpose='backup of %s to %s' % (conn.database, req.backup_dir)):
+        # Chosen again under the lock: a backup of this database that started in the same second has published by now.
+        name = free_name()
+        path = result['path'] = os.path.join(req.backup_dir, name)
         # Again under the lock: a restore takes its lease, then checks this lock is free (_lock.lease_excludes), so
         # with both looks after their own marks, one of the two always sees the other.
         restoring = restore_in_progress(req.backup_dir, conn.database)

@@ -59,7 +59,7 @@ def _manifest_fields(path, **overrides):
 
 def _publish(directory, content=PLAIN_SQL, started=STARTED, fmt='plain', compression='none', **overrides):
     """Write an artifact and its manifest the way the backup module does; return the artifact path."""
-    name = ar.artifact_name(started, fmt, compression)
+    name = ar.free_artifact_name(str(directory), started, fmt, compression)
     if fmt == 'directory':
         with ar.AtomicDirectoryArtifact(str(directory), name) as artifact:
             for rel, data in content.items():
@@ -107,6 +107,32 @@ def test_artifact_name_matches_the_runbook_date_format():
     assert ar.artifact_name(started) == runbook
 
 
+@pytest.mark.parametrize('taken, expected', [
+    ([], 'backup_2026-01-31_02-00-05.sql'),
+    (['backup_2026-01-31_02-00-05.sql'], 'backup_2026-01-31_02-00-05_2.sql'),
+    (['backup_2026-01-31_02-00-05.sql.manifest.json'], 'backup_2026-01-31_02-00-05_2.sql'),
+    (['backup_2026-01-31_02-00-05.sql', 'backup_2026-01-31_02-00-05_2.sql'], 'backup_2026-01-31_02-00-05_3.sql'),
+    (['backup_2026-01-31_02-00-05.dump', '.backup_2026-01-31_02-00-05.sql.partial-abc'], 'backup_2026-01-31_02-00-05.sql'),
+])
+def test_free_artifact_name_never_takes_a_name_in_use(tmp_path, taken, expected):
+    for name in taken:
+        (tmp_path / name).write_bytes(b'x')
+    name = ar.free_artifact_name(str(tmp_path), STARTED, 'plain', 'none')
+    assert name == expected
+    parsed = ar.parse_artifact_name(name)
+    assert parsed['started_at'] == STARTED
+    assert parsed['sequence'] == (int(name[-5]) if name.endswith(('_2.sql', '_3.sql')) else 1)
+
+
+def test_two_artifacts_of_one_second_list_newest_first(tmp_path):
+    first = _publish(tmp_path, started=STARTED.replace(microsecond=100000))
+    second = _publish(tmp_path, started=STARTED.replace(microsecond=900000))
+    assert os.path.basename(first) == 'backup_2026-01-31_02-00-05.sql'
+    assert os.path.basename(second) == 'backup_2026-01-31_02-00-05_2.sql'
+    assert [entry['path'] for entry in ar.list_artifacts(str(tmp_path))] == [second, first]
+    assert ar.newest_verified(str(tmp_path))['selected']['path'] == second
+
+
 @pytest.mark.parametrize('fmt, compression, prefix', [
     ('tar', 'none', 'backup'),
     ('plain', 'lz4', 'backup'),
@@ -128,6 +154,10 @@ def test_artifact_name_rejects(fmt, compression, prefix):
     ('backup_2026-01-31_02-00-05.sql.manifest.json', None),
     ('.backup_2026-01-31_02-00-05.sql.partial-abc', None),
     ('backup_2026-01-31.sql', None),
+    ('backup_2026-01-31_02-00-05_2.sql', ('plain', 'none')),
+    ('backup_2026-01-31_02-00-05_12.dump', ('custom', None)),
+    ('backup_2026-01-31_02-00-05_1.sql', None),
+    ('backup_2026-01-31_02-00-05_02.sql', None),
     ('notes.txt', None),
 ])
 def test_parse_artifact_name(name, expected):

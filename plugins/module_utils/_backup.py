@@ -25,7 +25,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     stream_pipeline,
     validate_format,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, backup_lock_name, restore_in_progress
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._leftovers import remove_entries, stale_partials
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, backup_lock_name, lock_path, restore_in_progress
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import SnapshotSession, server_facts
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos, iter_photos, key_verdict
@@ -170,7 +171,8 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     name = free_name()
     path = os.path.join(req.backup_dir, name)
     result = {'path': path, 'format': req.dump_format, 'compression': req.compression,
-              'compression_level': req.compression_level, 'connection': conn.describe()}
+              'compression_level': req.compression_level, 'connection': conn.describe(),
+              'lock_path': lock_path(req.backup_dir, backup_lock_name(conn.database))}
     timings = {}
 
     # The host's pg_dump and psql over the container's address when they can (dump_client), else docker exec.
@@ -185,12 +187,18 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             result['msg'] += '; %s does not exist yet' % req.backup_dir
         if req.check_free_space:
             result['free_space_problem'] = free_space_problem(_existing_parent(req.backup_dir), facts['data_size'], req.compression)
+        stale, result['leftovers_kept'] = stale_partials(req.backup_dir)
+        result['leftovers_removed'] = [os.path.join(req.backup_dir, entry) for entry in stale]
+        if stale:
+            result['msg'] += '; would remove %d temporary file(s) of killed backups' % len(stale)
         return result
 
     with BackupLock(req.backup_dir, backup_lock_name(conn.database), purpose='backup of %s to %s' % (conn.database, req.backup_dir)):
         # Chosen again under the lock: a backup of this database that started in the same second has published by now.
         name = free_name()
         path = result['path'] = os.path.join(req.backup_dir, name)
+        stale, result['leftovers_kept'] = stale_partials(req.backup_dir, result['lock_path'])
+        result['leftovers_removed'] = remove_entries(req.backup_dir, stale)
         # Again under the lock: a restore takes its lease, then checks this lock is free (_lock.lease_excludes), so
         # with both looks after their own marks, one of the two always sees the other.
         restoring = restore_in_progress(req.backup_dir, conn.database)
@@ -282,6 +290,8 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                   msg='backup of %s written to %s (%d MiB, sha256 %s, %s) in %.1f s' % (
                       conn.database, path, size >> 20, sha256[:12],
                       ', '.join('%s=%d' % kv for kv in sorted(counts.items())) or 'no tables counted', timings['total_seconds']))
+    if result['leftovers_removed']:
+        result['msg'] += '; removed %d temporary file(s) of killed backups' % len(result['leftovers_removed'])
     return result
 
 

@@ -305,7 +305,11 @@ def lock_is_held(directory, name):
 
     Nothing is created or written: the file is opened read-only (a missing one means nobody holds it), and a free lock
     is taken and dropped at once."""
-    path = lock_path(directory, name)
+    return lock_file_held(lock_path(directory, name), 'backup of %s' % name)
+
+
+def lock_file_held(path, purpose):
+    """``LockHeldError`` naming the holder when another process holds the flock of the file ``path``, else None."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOFOLLOW', 0))
     except FileNotFoundError:
@@ -317,7 +321,7 @@ def lock_is_held(directory, name):
     except OSError as exc:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise LockError('cannot lock %s: %s' % (path, exc.strerror or exc)) from None
-        return _held_error(path, 'backup of %s' % name)
+        return _held_error(path, purpose)
     finally:
         os.close(fd)
     return None

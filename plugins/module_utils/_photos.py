@@ -35,9 +35,10 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 DEFAULT_BATCH = 100
 
 
-def photo_batch_query(table, id_column, data_column, after_id, limit, extra_columns=(), where=None, sample_every=None):
-    """SELECT of the next batch: id, hex data, extra columns; keyset pagination on ``id_column``."""
+def photo_batch_query(table, id_column, data_column, after_id, limit, extra_columns=(), where=None, sample_every=None, extra_sql=()):
+    """SELECT of the next batch: id, hex data, extra columns, extra SQL expressions; keyset pagination on ``id_column``."""
     cols = [quote_ident(id_column), "encode(%s, 'hex')" % quote_ident(data_column)] + [quote_ident(c) for c in extra_columns]
+    cols += list(extra_sql)
     conditions = ['%s > %d' % (quote_ident(id_column), int(after_id))]
     if where:
         conditions.append('(%s)' % where)
@@ -48,13 +49,14 @@ def photo_batch_query(table, id_column, data_column, after_id, limit, extra_colu
 
 
 def iter_photos(session, table='photo', id_column='id', data_column='data', extra_columns=(), where=None,
-                batch=DEFAULT_BATCH, limit=None, sample_every=None):
+                batch=DEFAULT_BATCH, limit=None, sample_every=None, extra_sql=()):
     """Yield ``(id, ciphertext_bytes, extras)`` for photos in id order, ``batch`` rows per query."""
     after = -(2 ** 62)
     seen = 0
     while limit is None or seen < limit:
         size = batch if limit is None else min(batch, limit - seen)
-        rows = session.query(photo_batch_query(table, id_column, data_column, after, size, extra_columns, where, sample_every))
+        rows = session.query(photo_batch_query(table, id_column, data_column, after, size, extra_columns, where, sample_every,
+                                               extra_sql))
         if not rows:
             return
         for row in rows:

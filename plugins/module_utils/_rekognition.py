@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import datetime
 import io
 import itertools
@@ -45,6 +46,7 @@ except ImportError:
 else:
     HAS_PILLOW = True
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, LockError, LockHeldError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import quote_ident
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import (
     DecryptError,
@@ -61,6 +63,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._ratelimit impo
     backoff_delay,
     limiter_rate,
 )
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
 # Rekognition Image quotas and constraints (API reference of IndexFaces and of the Image type).
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
@@ -522,16 +525,56 @@ def quote_literal(value):
     return "'%s'" % str(value).replace("'", "''")
 
 
+# Where a name in a failed photo query comes from: (what it is, module option, role variable).
+SOURCE_SETTINGS = {
+    'table': ('photo table', 'photo_table', 'rekognition_reindex_photo_table'),
+    'id_column': ('id column', 'photo_id_column', 'rekognition_reindex_photo_id_column'),
+    'data_column': ('photo data column', 'photo_data_column', 'rekognition_reindex_photo_data_column'),
+    'external_id_column': ('external image id column', 'external_id_column', 'rekognition_reindex_external_id_column'),
+}
+_MISSING_RE = re.compile(r'(column|relation) "([^"]+)" does not exist')
+
+
+def missing_name_error(stderr, names):
+    """A ``ReindexError`` naming the setting behind a column or table that does not exist, or None.
+
+    ``names`` maps the keys of ``SOURCE_SETTINGS`` to the names in use.
+    """
+    match = _MISSING_RE.search(stderr or '')
+    if not match:
+        return None
+    missing = match.group(2).split('.')[-1]
+    kind = 'table' if match.group(1) == 'relation' else None
+    for key, name in names.items():
+        if name is None or name.split('.')[-1] != missing or (kind == 'table') != (key == 'table'):
+            continue
+        what, option, variable = SOURCE_SETTINGS[key]
+        hint = ''
+        if key == 'external_id_column':
+            hint = ('; or derive the id from the row with external_id_expression (rekognition_reindex_external_id_expression), '
+                    "for example 'photo-' || id")
+        return ReindexError('the %s %s does not exist in %s: set %s (role: %s) to the %s of your schema%s'
+                            % (what, name, names['table'] if key != 'table' else 'the database', option, variable,
+                               'table' if key == 'table' else 'column', hint), code='no_column' if key != 'table' else 'no_table')
+    return ReindexError('the photo query failed: %s %s does not exist; check the photo_table, photo_*_column, external_id_* and where '
+                        'settings' % (match.group(1), match.group(2)), code='no_column')
+
+
 class PhotoSource(object):
-    """Reads ``(photo_id, ciphertext, external_id)`` in id order from a psql session, in batches."""
+    """Reads ``(photo_id, ciphertext, external_id)`` in id order from a psql session, in batches.
+
+    The external id is a column (``external_id_column``) or an SQL expression over the row (``external_id_expression``,
+    for example ``'photo-' || id``).
+    """
 
     def __init__(self, session, table='photo', id_column='id', data_column='data', external_id_column='external_image_id',
-                 where=None, batch_size=25):
+                 where=None, batch_size=25, external_id_expression=None):
         self.session = session
         self.table = table
         self.id_column = id_column
         self.data_column = data_column
-        self.external_id_column = external_id_column
+        self.external_id_column = None if external_id_expression else external_id_column
+        self.external_id_sql = '(%s)::text' % external_id_expression if external_id_expression else quote_ident(external_id_column)
         self.where = where
         self.batch_size = batch_size
 
@@ -540,9 +583,14 @@ class PhotoSource(object):
         if ids is not None:
             in_ids = '%s IN (%s)' % (quote_ident(self.id_column), ', '.join(str(int(i)) for i in ids))
             where = '(%s) AND %s' % (where, in_ids) if where else in_ids
-        for photo_id, data, extras in iter_photos(self.session, self.table, self.id_column, self.data_column,
-                                                  extra_columns=(self.external_id_column,), where=where, batch=self.batch_size):
-            yield photo_id, data, extras[0]
+        try:
+            for photo_id, data, extras in iter_photos(self.session, self.table, self.id_column, self.data_column,
+                                                      extra_sql=(self.external_id_sql,), where=where, batch=self.batch_size):
+                yield photo_id, data, extras[0]
+        except TransportError as exc:
+            names = {'table': self.table, 'id_column': self.id_column, 'data_column': self.data_column,
+                     'external_id_column': self.external_id_column}
+            raise missing_name_error(exc.stderr, names) or exc
 
 
 class FaceTable(object):
@@ -659,6 +707,27 @@ class ReindexRequest(object):
         self.throttle_timeout = throttle_timeout
 
 
+def run_lock(lock_dir, collection_id, check_mode=False):
+    """The flock one run of ``collection_id`` holds in ``lock_dir`` (``.reindex-<collection>.lock``): a second run is refused.
+
+    The kernel drops it when the run's process ends, however it ends. Check mode takes no lock.
+    """
+    if not lock_dir or check_mode:
+        return contextlib.nullcontext()
+    return BackupLock(lock_dir, 'reindex-%s' % collection_id, purpose='re-indexing of collection %s' % collection_id)
+
+
+def locked_run(lock, run):
+    """``run()`` under ``lock``; a held lock is a ``ReindexError`` naming who holds it (``lock_held``)."""
+    try:
+        with lock:
+            return run()
+    except LockHeldError as exc:
+        raise ReindexError('%s (%s)' % (exc, exc.path), code='lock_held', holder=exc.holder) from None
+    except LockError as exc:
+        raise ReindexError(str(exc), code='bad_option') from None
+
+
 def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
@@ -697,6 +766,8 @@ class Reindexer(object):
         self.complete = True
         self._started = None
         self._last_progress = None
+        self._previous = None
+        self._saved = None
 
     # -- bookkeeping (worker threads) ----------------------------------------------------------
 
@@ -904,13 +975,21 @@ class Reindexer(object):
         return result
 
     def _progress(self, final=False):
-        path = self.request.progress_file
-        if not path or self.check_mode:
+        """Every ``progress_interval`` (and at the end): the progress file, and the mapping file so far.
+
+        The mapping is written as the run goes, so that a run killed at any point leaves the Face IDs and no-face photos it
+        learned, and the next run re-sends none of them.
+        """
+        if self.check_mode:
             return
         now = self._clock()
         if not final and self._last_progress is not None and now - self._last_progress < self.request.progress_interval:
             return
         self._last_progress = now
+        self._save_mapping()
+        path = self.request.progress_file
+        if not path:
+            return
         with self._lock:
             counts = dict(self.counts)
         elapsed = max(now - self._started, 1e-6)
@@ -930,6 +1009,7 @@ class Reindexer(object):
         """Run; return the result dict. Raises ReindexError (with the partial counts) when the run must stop."""
         request = self.request
         self._started = self._clock()
+        self._previous = self._saved = read_json(request.mapping_file)
         rows = self.source.rows()
         head = list(itertools.islice(rows, request.key_check_photos))
         key_check = check_key([(photo_id, data, None) for photo_id, data, dummy in head], request.key, request.cipher)
@@ -937,7 +1017,7 @@ class Reindexer(object):
         try:
             exists = self._prepare_collection()
             existing = self._list_faces() if exists else {}
-            previous = read_json(request.mapping_file)
+            previous = self._previous
             planner = Planner(existing, known_no_face(previous, request.collection_id, self.collection.get('face_model_version')),
                               request.limit)
             with concurrent.futures.ThreadPoolExecutor(max_workers=request.concurrency, thread_name_prefix='index_faces') as pool:
@@ -953,10 +1033,26 @@ class Reindexer(object):
         if request.mapping_file and not self.check_mode:
             document = self._mapping_document(previous)
             if previous != document:
-                write_json_atomic(request.mapping_file, document)
+                if document != self._saved:
+                    write_json_atomic(request.mapping_file, document)
                 result['mapping_file_changed'] = True
                 result['changed'] = True
         return result
+
+    def _save_mapping(self):
+        """Write the mapping file as it stands when it changed since the last write (workers may be running)."""
+        if not self.request.mapping_file or self.check_mode or not self.collection.get('face_model_version'):
+            return
+        with self._lock:
+            document = self._mapping_document(self._previous)
+        if document == self._saved:
+            return
+        try:
+            write_json_atomic(self.request.mapping_file, document)
+        except (OSError, ReindexError) as exc:
+            self._warn('mapping_file %s could not be written: %s' % (self.request.mapping_file, exc))
+            return
+        self._saved = document
 
     def _mapping_document(self, previous):
         """This run's Face IDs and no-face photos over those of the earlier document of the same collection."""
@@ -977,11 +1073,7 @@ class Reindexer(object):
         for name in ('photos', 'indexed', 'faces_indexed', 'already_indexed', 'no_face', 'failed_photos'):
             partial[name] = self.counts.get(name, 0)
         partial['changed'] = bool(self.counts.get('indexed') or self.collection.get('created'))
-        if self.request.mapping_file and not self.check_mode and self.collection.get('face_model_version'):
-            try:
-                write_json_atomic(self.request.mapping_file, self._mapping_document(read_json(self.request.mapping_file)))
-            except (OSError, ReindexError):
-                pass
+        self._save_mapping()
         return partial
 
     def _result(self, key_check, face_table):

@@ -915,6 +915,15 @@ def archive_restore_argv(conn, plan, archive_path=None, runner=run):
     return client_argv(conn, 'pg_restore', args, runner=runner, stdin=plan['source'] == 'stdin')
 
 
+CONTAINER_TEMP_PREFIX = '/tmp/fleet-dr-restore.'
+
+
+def stale_copies_argv(docker_cli, container):
+    """Removes the copies that killed restores left in the container's /tmp (only the collection's own entries)."""
+    return [docker_cli, 'exec', '-u', '0', container, 'find', '/tmp', '-maxdepth', '1', '-name', 'fleet-dr-restore.*',
+            '-exec', 'rm', '-rf', '--', '{}', '+']
+
+
 def container_copy_argv(conn, src, container_dir):
     return [conn.docker_cli, 'cp', src, '%s:%s' % (conn.container, posixpath.join(container_dir, 'archive'))]
 
@@ -922,7 +931,9 @@ def container_copy_argv(conn, src, container_dir):
 def _copy_into_container(conn, src, runner=run):
     """``docker cp`` an archive into a fresh temp dir of the container, owned by the exec user; return its path there."""
     container = resolve_container(conn, runner)
-    rc, out, err = runner([conn.docker_cli, 'exec', container, 'mktemp', '-d', '/tmp/fleet-dr-restore.XXXXXX'], timeout=60)
+    # A killed restore leaves its copy behind; the run's lease says no other restore of this database runs now.
+    runner(stale_copies_argv(conn.docker_cli, container), timeout=600)
+    rc, out, err = runner([conn.docker_cli, 'exec', container, 'mktemp', '-d', CONTAINER_TEMP_PREFIX + 'XXXXXX'], timeout=60)
     if rc != 0:
         raise TransportError('could not create a temp dir in the database container: %s' % (err.strip() or rc), code='copy_failed',
                              rc=rc, stderr=err)

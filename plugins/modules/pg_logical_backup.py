@@ -146,6 +146,24 @@ path:
   returned: always
   type: str
   sample: /var/backups/telemetry/backup_2026-11-25_03-00-00.sql.zst
+lock_path:
+  description: The lock file the backup holds while it runs (C(<backup_dir>/.backup-<database>.lock)); the wait on a background
+    backup passes it to M(fleet_telemetry.dr.job_status).
+  returned: success
+  type: str
+  sample: /var/backups/telemetry/.backup-telemetry_db.lock
+leftovers_removed:
+  description:
+    - The temporary C(.<artifact>.partial-*) entries that killed backups left in O(backup_dir), removed by this run under its
+      lock (in check mode, those it would remove).
+    - Only the collection's own temporary entries are removed, and only while no other backup into O(backup_dir) runs.
+  returned: success
+  type: list
+  elements: str
+leftovers_kept:
+  description: Why temporary entries of killed backups were left for a later run (another backup into O(backup_dir) runs), or null.
+  returned: success
+  type: str
 manifest_path:
   description: The manifest beside the artifact.
   returned: success

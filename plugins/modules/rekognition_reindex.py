@@ -118,8 +118,17 @@ options:
     description:
       - Column used as the C(ExternalImageId) of the photo's faces (C([a-zA-Z0-9_.-:]+), at most 255 characters).
         Set it to O(photo_id_column) to use the id.
+      - A column that does not exist fails with RV(error_code=no_column) naming it and this option.
     type: str
     default: external_image_id
+  external_id_expression:
+    description:
+      - An SQL expression over the photo's row that gives the C(ExternalImageId) instead of O(external_id_column), for
+        example C('photo-' || id) or C(vehicle_id || '.' || id). Trusted input, inserted into the query as is.
+      - The ids must stay the same from run to run (they are how a rerun recognises the photos already indexed), and must
+        match C([a-zA-Z0-9_.-:]+).
+      - A view over the photo table with an C(external_image_id) column, given as O(photo_table), does the same.
+    type: str
   where:
     description:
       - SQL condition that selects the photos, for example C(taken_at > now() - interval '90 days'). Trusted input,
@@ -141,6 +150,17 @@ options:
         (C(no_face)), for the application's owners. Written atomically with mode C(0600), only when its content changes.
       - Give the same file to every run of a rebuild, so that a rerun does not send the photos without a face again.
       - Its directory must exist.
+      - Written as the run goes (every O(progress_interval) seconds) and at its end, so that a run killed at any point leaves
+        what it learned, and the next run re-sends none of it.
+    type: path
+  lock_dir:
+    description:
+      - Directory of the lock C(.reindex-<collection_id>.lock) that a run holds from start to end. A second run for the same
+        collection is refused (RV(error_code=lock_held)) with the pid, host and start time of the run that holds it, so two
+        runs never send at the same time nor index a photo twice.
+      - The kernel releases the lock when the run's process ends, however it ends.
+      - Defaults to the directory of O(mapping_file), else of O(progress_file); with neither, no lock is taken.
+      - Check mode takes no lock.
     type: path
   return_face_ids:
     description: Return RV(face_ids). Turn it off for very large collections to keep the result small.
@@ -399,7 +419,8 @@ photos_per_second:
 error_code:
   description:
     - Stable code of the failure, for example V(bad_key), V(aws_auth), V(throttled), V(collection_gone), V(aws_error),
-      V(bad_option), or a transport code (V(auth_failed), V(container_down), ...).
+      V(bad_option), V(lock_held) (another run of the collection holds O(lock_dir)'s lock), V(no_column), V(no_table),
+      or a transport code (V(auth_failed), V(container_down), ...).
   returned: failure
   type: str
 aws_error_code:
@@ -407,6 +428,8 @@ aws_error_code:
   returned: failure of an AWS call
   type: str
 """
+
+import os
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
@@ -425,6 +448,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition im
     Reindexer,
     ReindexRequest,
     client_config,
+    locked_run,
+    run_lock,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
@@ -446,6 +471,8 @@ def argument_spec():
         photo_id_column=dict(type='str', default='id'),
         photo_data_column=dict(type='str', default='data'),
         external_id_column=dict(type='str', default='external_image_id'),
+        external_id_expression=dict(type='str'),
+        lock_dir=dict(type='path'),
         where=dict(type='str'),
         batch_size=dict(type='int', default=25),
         key_check_photos=dict(type='int', default=5, no_log=False),
@@ -480,12 +507,18 @@ def main():
             progress_file=params['progress_file'], progress_interval=params['progress_interval'], retries=params['retries'],
             throttle_timeout=params['throttle_timeout'])
         client = module.client('rekognition', config=client_config(params['concurrency']))
-        with PsqlSession(connection_from_params(params)) as session:
-            source = PhotoSource(session, table=params['photo_table'], id_column=params['photo_id_column'],
-                                 data_column=params['photo_data_column'], external_id_column=params['external_id_column'],
-                                 where=params['where'], batch_size=params['batch_size'])
-            face_table = FaceTable(session, **params['face_id_update']) if params['face_id_update'] is not None else None
-            result = Reindexer(request, client, source, face_table, check_mode=module.check_mode, warn=module.warn).run()
+        lock_dir = params['lock_dir'] or os.path.dirname(params['mapping_file'] or params['progress_file'] or '') or None
+
+        def reindex():
+            with PsqlSession(connection_from_params(params)) as session:
+                source = PhotoSource(session, table=params['photo_table'], id_column=params['photo_id_column'],
+                                     data_column=params['photo_data_column'], external_id_column=params['external_id_column'],
+                                     where=params['where'], batch_size=params['batch_size'],
+                                     external_id_expression=params['external_id_expression'])
+                face_table = FaceTable(session, **params['face_id_update']) if params['face_id_update'] is not None else None
+                return Reindexer(request, client, source, face_table, check_mode=module.check_mode, warn=module.warn).run()
+
+        result = locked_run(run_lock(lock_dir, params['collection_id'], module.check_mode), reindex)
     except ReindexError as exc:
         module.fail_json(**exc.to_result())
     except TransportError as exc:

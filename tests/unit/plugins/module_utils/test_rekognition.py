@@ -16,8 +16,10 @@ import uuid
 import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock as lk
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _photo_crypto as pc
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _rekognition as rk
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
 KEY = bytes(range(1, 33))
 OTHER_KEY = bytes(range(101, 133))
@@ -369,6 +371,63 @@ def test_photo_source_adds_the_ids_to_the_filter():
     assert 'encode("data", \'hex\'), "external_image_id"' in session.sql[0]
 
 
+def test_photo_source_derives_the_external_id_from_an_expression():
+    session = RecordingSession([['7', '00', 'photo-7']])
+    source = rk.PhotoSource(session, external_id_expression="'photo-' || id", batch_size=10)
+    assert list(source.rows()) == [(7, b'\x00', 'photo-7')]
+    assert '''encode("data", 'hex'), ('photo-' || id)::text FROM "photo"''' in session.sql[0]
+    assert 'external_image_id' not in session.sql[0]
+
+
+class FailingSession(object):
+    def __init__(self, stderr):
+        self.stderr = stderr
+
+    def query(self, sql):
+        raise TransportError('psql failed (rc=3): ^', rc=3, stderr=self.stderr)
+
+
+@pytest.mark.parametrize('stderr, code, expected', [
+    ('ERROR:  column "external_image_id" does not exist\nLINE 1: SELECT "id", encode("data", \'hex\'), "external_image_id"',
+     'no_column', 'the external image id column external_image_id does not exist in photo: set external_id_column '
+                  '(role: rekognition_reindex_external_id_column) to the column of your schema; or derive the id from the row '
+                  'with external_id_expression'),
+    ('ERROR:  column "data" does not exist', 'no_column',
+     'the photo data column data does not exist in photo: set photo_data_column (role: rekognition_reindex_photo_data_column)'),
+    ('ERROR:  relation "photo" does not exist', 'no_table',
+     'the photo table photo does not exist in the database: set photo_table (role: rekognition_reindex_photo_table) to the table'),
+    ('ERROR:  column "taken_at" does not exist', 'no_column',
+     'the photo query failed: column taken_at does not exist; check the photo_table, photo_*_column, external_id_* and where'),
+])
+def test_a_missing_column_names_the_column_and_its_setting(stderr, code, expected):
+    with pytest.raises(rk.ReindexError) as err:
+        list(rk.PhotoSource(FailingSession(stderr), where='taken_at > now()').rows())
+    assert err.value.code == code
+    assert str(err.value).startswith(expected)
+
+
+def test_other_query_failures_pass_through():
+    with pytest.raises(TransportError):
+        list(rk.PhotoSource(FailingSession('FATAL:  terminating connection')).rows())
+
+
+def test_a_second_run_of_a_collection_is_refused_with_who_holds_it(tmp_path):
+    ran = []
+    with lk.BackupLock(str(tmp_path), 'reindex-fleet-drivers', purpose='re-indexing of collection fleet-drivers'):
+        with pytest.raises(rk.ReindexError) as err:
+            rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers'), lambda: ran.append(1))
+    assert err.value.code == 'lock_held' and ran == []
+    assert str(err.value).startswith('another re-indexing of collection fleet-drivers is running: pid %d' % os.getpid())
+    assert err.value.extra['holder']['pid'] == os.getpid()
+    assert rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers'), lambda: 'ran') == 'ran'
+    assert rk.locked_run(rk.run_lock(None, 'fleet-drivers'), lambda: 'unlocked') == 'unlocked'
+
+
+def test_check_mode_takes_no_lock(tmp_path):
+    with lk.BackupLock(str(tmp_path), 'reindex-fleet-drivers'):
+        assert rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers', check_mode=True), lambda: 'planned') == 'planned'
+
+
 def test_face_table_sql():
     session = RecordingSession([['5', '1', 'old', '0.1', '0.2', '0.3', '0.4'], ['6', '1', 'old2', '', '', '', '']])
     table = rk.FaceTable(session)
@@ -541,6 +600,32 @@ def test_an_interrupted_run_resumes_without_duplicates(tmp_path):
     assert second['complete'] and second['indexed'] + second['no_face'] == len(photos) - 7
     assert_one_entry_per_face(client, photos, FACES * 3)
     assert len(second['face_ids']) == sum(1 for count in FACES * 3 if count)
+
+
+def test_the_mapping_is_written_as_the_run_goes(tmp_path):
+    """What a run killed at any moment leaves: the mapping file read while the fifth photo is being sent."""
+    client = FakeRekognition()
+    photos = make_photos(FACES)
+    mapping = str(tmp_path / 'map.json')
+    seen = []
+    original = client.index_faces
+
+    def index_faces(**kwargs):
+        if len(seen) == 4:
+            with open(mapping) as fileobj:
+                seen.append(json.load(fileobj))
+        else:
+            seen.append(kwargs['ExternalImageId'])
+        return original(**kwargs)
+
+    client.index_faces = index_faces
+    result = run(client, photos, mapping_file=mapping, concurrency=1, progress_interval=0)
+    assert result['complete']
+    snapshot = seen[4]
+    known = set(snapshot['face_ids']) | set(snapshot['no_face'])
+    # One worker: the fifth photo is sent only after the first three were recorded and the mapping saved.
+    assert set(seen[:3]) <= known
+    assert 'veh-1.photo-0002' in snapshot['no_face']
 
 
 def test_a_wrong_key_fails_before_any_aws_call():

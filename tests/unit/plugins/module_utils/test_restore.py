@@ -714,6 +714,9 @@ def test_copy_into_container_hands_the_files_to_the_exec_user():
     conn = _compose_conn()
     where = _restore._copy_into_container(conn, '/b/x.dir', _compose_runner(calls))
     assert where == '/tmp/fleet-dr-restore.abc'
+    stale = ['docker', 'exec', '-u', '0', 'c0ffee', 'find', '/tmp', '-maxdepth', '1', '-name', 'fleet-dr-restore.*',
+             '-exec', 'rm', '-rf', '--', '{}', '+']
+    assert calls.index(stale) < next(i for i, argv in enumerate(calls) if 'mktemp' in argv)
     assert ['docker', 'cp', '/b/x.dir', 'c0ffee:/tmp/fleet-dr-restore.abc/archive'] in calls
     assert ['docker', 'exec', '-u', '0', 'c0ffee', 'chown', '-R', '999', '/tmp/fleet-dr-restore.abc'] in calls
 

@@ -1,0 +1,27 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Passes the remote shell's ``async_dir`` to the job_status module, as ansible.builtin.async_status's action does."""
+
+from __future__ import annotations
+
+from ansible.plugins.action import ActionBase
+
+
+class ActionModule(ActionBase):
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        args = dict(self._task.args)
+        args['_async_dir'] = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
+        answer = self._execute_module(module_name='fleet_telemetry.dr.job_status', task_vars=task_vars, module_args=args)
+        job = answer.pop('job_result', None)
+        if job is None:
+            result.update(answer)
+            result['finished'] = True
+            return result
+        # The job's own result, as async_status returns it; warnings are for the module's own run.
+        result.update((key, value) for key, value in job.items() if key not in ('warnings', 'deprecations', 'invocation'))
+        result.setdefault('changed', False)
+        result['finished'] = bool(job.get('finished'))
+        return result

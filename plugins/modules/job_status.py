@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: job_status
+short_description: Wait on a background job of the collection, and notice at once when it died
+version_added: 0.1.0
+description:
+  - Reads the state of an C(async) job as M(ansible.builtin.async_status) does, and returns the job's own result once it
+    ended, or RV(finished=false) while it runs.
+  - Unlike M(ansible.builtin.async_status), it notices a dead job. When the job's processes were killed together (a kill of
+    the process group, the OOM killer, a reboot), the job file says "unfinished" for ever. Here that fails at the next poll
+    (RV(error_code=job_died)) with one sentence naming the job, what it left behind (O(leftovers)) and, with O(lock), whether
+    its module still runs without it.
+  - A module killed on its own, or a job over its time limit, fails with one sentence too, not with the wrapper's traceback.
+  - Use it in an C(until) loop on RV(finished); a dead job returns RV(finished=true) and fails, which ends the loop.
+author:
+  - fleet_telemetry.dr developers (!UNKNOWN)
+extends_documentation_fragment:
+  - fleet_telemetry.dr._attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - It only reads.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+  action:
+    description: Runs through an action plugin on the controller, which passes the remote shell's C(async_dir).
+    support: full
+options:
+  jid:
+    description: The job id, RV(ansible_job_id) of the task started with C(async) and C(poll=0).
+    type: str
+    required: true
+  job:
+    description: What the job does, for the messages, for example C(backup of telemetry_db).
+    type: str
+    default: job
+  leftovers:
+    description: A sentence for a dead job's message - what a killed job of this kind leaves behind and what removes it.
+    type: str
+    default: ""
+  lock:
+    description:
+      - The lock file that the job's module holds while it runs, for example C(<backup_dir>/.backup-<database>.lock).
+      - When the job is dead but another process still holds it, the message names that pid (the module, orphaned from its
+        wrapper).
+    type: path
+notes:
+  - A job is alive while one of the C(async_wrapper) processes with its id runs on the host (read from C(/proc)).
+    Where C(/proc) cannot be read, the job counts as alive, as with M(ansible.builtin.async_status).
+seealso:
+  - module: ansible.builtin.async_status
+"""
+
+EXAMPLES = r"""
+- name: Start the backup
+  fleet_telemetry.dr.pg_logical_backup:
+    backup_dir: /var/backups/fleet-telemetry
+  async: 21600
+  poll: 0
+  register: backup_job
+
+- name: Wait for it (fails within one poll when the job dies)
+  fleet_telemetry.dr.job_status:
+    jid: "{{ backup_job.ansible_job_id }}"
+    job: backup of telemetry_db
+    leftovers: nothing was published; the next backup removes its temporary file
+    lock: /var/backups/fleet-telemetry/.backup-telemetry_db.lock
+  register: backup
+  until: backup.finished
+  retries: 4320
+  delay: 5
+"""
+
+RETURN = r"""
+finished:
+  description: Whether the job ended (with its result, or dead).
+  returned: always
+  type: bool
+ansible_job_id:
+  description: The job id.
+  returned: always
+  type: str
+dead:
+  description: True when the job's processes are gone and it never reported a result.
+  returned: when the job died
+  type: bool
+error_code:
+  description: V(job_died), V(job_timeout), V(job_missing), or the job's own error code.
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._jobs import job_status
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            jid=dict(type='str', required=True),
+            job=dict(type='str', default='job'),
+            leftovers=dict(type='str', default=''),
+            lock=dict(type='path'),
+            _async_dir=dict(type='path', required=True),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    # Nested, so that exit_json leaves the job's own result as it is (its path info would overwrite a directory's size);
+    # the action plugin returns it as the task's result.
+    module.exit_json(changed=False, job_result=job_status(params['_async_dir'], params['jid'], params['job'],
+                                                          params['leftovers'], params['lock']))
+
+
+if __name__ == '__main__':
+    main()

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import LockError, lock_file_held
 
@@ -147,3 +149,45 @@ def job_status(async_dir, jid, job='job', leftovers='', lock=None, proc=PROC):
 def _ended(data):
     """The wrapper's first write is ``{"started": .., "finished": false}``; its last is the module's result (no ``started``)."""
     return bool(data) and (bool(data.get('finished')) or 'started' not in data)
+
+
+def _alive(pid, proc=PROC):
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        with open(os.path.join(proc, str(pid), 'stat')) as fileobj:
+            return fileobj.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def _signal_groups(pids, signum):
+    own = os.getpgrp()
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            # The wrappers run in groups of their own; never signal the group of the caller.
+            if group == own:
+                os.kill(pid, signum)
+            else:
+                os.killpg(group, signum)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def stop_job(async_dir, jid, job='job', proc=PROC, grace=10.0, sleep=time.sleep, clock=time.monotonic):
+    """Stop the job ``jid``: SIGTERM to the process groups of its wrappers (the module and what it runs are in one of
+    them), SIGKILL to what is left after ``grace`` seconds. Returns the result of the task."""
+    pids = wrapper_pids(jid, proc) or []
+    if not pids:
+        state = job_status(async_dir, jid, job, proc=proc)
+        return {'changed': False, 'finished': True, 'stopped': [], 'ansible_job_id': jid,
+                'msg': 'the %s (job %s) is not running' % (job, jid) + ('' if state.get('dead') else ': it had ended')}
+    _signal_groups(pids, signal.SIGTERM)
+    deadline = clock() + grace
+    while any(_alive(pid, proc) for pid in pids) and clock() < deadline:
+        sleep(0.2)
+    left = [pid for pid in pids if _alive(pid, proc)]
+    _signal_groups(left, signal.SIGKILL)
+    return {'changed': True, 'finished': True, 'stopped': pids, 'ansible_job_id': jid,
+            'msg': 'stopped the %s (job %s): its processes %s were terminated%s' % (
+                job, jid, ', '.join(str(pid) for pid in pids), ' (%s killed after %d s)' % (left, grace) if left else '')}

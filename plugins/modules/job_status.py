@@ -25,7 +25,7 @@ attributes:
   check_mode:
     support: full
     details:
-      - It only reads.
+      - It only reads; with O(stop=true) check mode says which processes it would stop.
   diff_mode:
     support: none
   idempotent:
@@ -46,6 +46,14 @@ options:
     description: A sentence for a dead job's message - what a killed job of this kind leaves behind and what removes it.
     type: str
     default: ""
+  stop:
+    description:
+      - Stop the job instead of reading its state - C(SIGTERM) to the process groups of its C(async_wrapper) processes (the
+        module and the commands it runs are in one of them), C(SIGKILL) to what is left 10 seconds later.
+      - For a job left running by a play that was interrupted. What a stopped job leaves behind is what a killed one does
+        (see O(leftovers)); the next run of the same kind cleans it up.
+    type: bool
+    default: false
   lock:
     description:
       - The lock file that the job's module holds while it runs, for example C(<backup_dir>/.backup-<database>.lock).
@@ -60,6 +68,11 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: Stop a backup that an interrupted play left running
+  fleet_telemetry.dr.job_status:
+    jid: j123456789012.4242
+    stop: true
+
 - name: Start the backup
   fleet_telemetry.dr.pg_logical_backup:
     backup_dir: /var/backups/fleet-telemetry
@@ -88,6 +101,11 @@ ansible_job_id:
   description: The job id.
   returned: always
   type: str
+stopped:
+  description: The pids of the wrapper processes whose process groups were stopped (O(stop=true)).
+  returned: with O(stop=true)
+  type: list
+  elements: int
 dead:
   description: True when the job's processes are gone and it never reported a result.
   returned: when the job died
@@ -100,7 +118,7 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._jobs import job_status
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._jobs import job_status, stop_job, wrapper_pids
 
 
 def main():
@@ -110,11 +128,17 @@ def main():
             job=dict(type='str', default='job'),
             leftovers=dict(type='str', default=''),
             lock=dict(type='path'),
+            stop=dict(type='bool', default=False),
             _async_dir=dict(type='path', required=True),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    if params['stop']:
+        if module.check_mode:
+            pids = wrapper_pids(params['jid']) or []
+            module.exit_json(changed=bool(pids), stopped=pids, msg='would stop the processes %s of job %s' % (pids, params['jid']))
+        module.exit_json(**stop_job(params['_async_dir'], params['jid'], params['job']))
     # Nested, so that exit_json leaves the job's own result as it is (its path info would overwrite a directory's size);
     # the action plugin returns it as the task's result.
     module.exit_json(changed=False, job_result=job_status(params['_async_dir'], params['jid'], params['job'],

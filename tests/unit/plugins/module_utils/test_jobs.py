@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -151,3 +156,33 @@ def test_a_module_s_own_failure_is_kept_as_it_is(proc, async_dir):
     async_dir(dict(own))
     result = _jobs.job_status(async_dir.path, JID, proc=proc.root)
     assert result == dict(own, finished=True, ansible_job_id=JID)
+
+
+def _fake_wrapper():
+    """A process whose command line is a wrapper's of JID, in a session of its own, with a child in its group."""
+    code = 'import subprocess, sys, time; subprocess.Popen(["sleep", "60"]); time.sleep(60)'
+    return subprocess.Popen([sys.executable, '-c', code, 'async_wrapper.py', JID.rsplit('.', 1)[0], '60', 'module.py', '_'],
+                            start_new_session=True)
+
+
+def test_stop_terminates_the_job_s_process_groups(async_dir):
+    async_dir(RUNNING)
+    wrapper = _fake_wrapper()
+    try:
+        deadline = time.monotonic() + 10
+        while not _jobs.wrapper_pids(JID) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        group = os.getpgid(wrapper.pid)
+        result = _jobs.stop_job(async_dir.path, JID, 'backup of db')
+        assert result['changed'] and result['stopped'] == [wrapper.pid]
+        assert result['msg'].startswith('stopped the backup of db (job %s): its processes %d were terminated' % (JID, wrapper.pid))
+        assert wrapper.wait(10) == -signal.SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.killpg(group, 0)
+    finally:
+        if wrapper.poll() is None:
+            os.killpg(wrapper.pid, signal.SIGKILL)
+    after = _jobs.job_status(async_dir.path, JID, 'backup of db')
+    assert after['dead']
+    again = _jobs.stop_job(async_dir.path, JID, 'backup of db')
+    assert not again['changed'] and again['msg'] == 'the backup of db (job %s) is not running' % JID

@@ -1,7 +1,8 @@
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Passes the remote shell's ``async_dir`` to the job_status module, as ansible.builtin.async_status's action does."""
+"""Passes the remote shell's ``async_dir`` to the job_status module, as ansible.builtin.async_status's action does, and
+returns the job's own result as the task's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ActionModule, self).run(tmp, task_vars)
         args = dict(self._task.args)
-        args['_async_dir'] = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
+        if not args.get('async_dir'):
+            args['async_dir'] = self._remote_expand_user(self.get_shell_option('async_dir', default='~/.ansible_async'))
         answer = self._execute_module(module_name='fleet_telemetry.dr.job_status', task_vars=task_vars, module_args=args)
         job = answer.pop('job_result', None)
         if job is None:

@@ -46,6 +46,13 @@ options:
     description: A sentence for a dead job's message - what a killed job of this kind leaves behind and what removes it.
     type: str
     default: ""
+  async_dir:
+    description:
+      - The directory of the job files.
+      - The action plugin fills in the C(async_dir) of the remote shell when it is not given, as M(ansible.builtin.async_status)
+        does.
+    type: path
+    default: ~/.ansible_async
   stop:
     description:
       - Stop the job instead of reading its state - C(SIGTERM) to the process groups of its C(async_wrapper) processes (the
@@ -129,19 +136,20 @@ def main():
             leftovers=dict(type='str', default=''),
             lock=dict(type='path'),
             stop=dict(type='bool', default=False),
-            _async_dir=dict(type='path', required=True),
+            async_dir=dict(type='path', default='~/.ansible_async'),
         ),
         supports_check_mode=True,
     )
     params = module.params
+    async_dir = params['async_dir']
     if params['stop']:
         if module.check_mode:
             pids = wrapper_pids(params['jid']) or []
             module.exit_json(changed=bool(pids), stopped=pids, msg='would stop the processes %s of job %s' % (pids, params['jid']))
-        module.exit_json(**stop_job(params['_async_dir'], params['jid'], params['job']))
+        module.exit_json(**stop_job(async_dir, params['jid'], params['job']))
     # Nested, so that exit_json leaves the job's own result as it is (its path info would overwrite a directory's size);
     # the action plugin returns it as the task's result.
-    module.exit_json(changed=False, job_result=job_status(params['_async_dir'], params['jid'], params['job'],
+    module.exit_json(changed=False, job_result=job_status(async_dir, params['jid'], params['job'],
                                                           params['leftovers'], params['lock']))
 
 

@@ -576,6 +576,46 @@ def verbose_secret_run(stack, ansible, tmp_path_factory, request):
     return Outcome(proc.returncode, None, output, backup_dir, forms=forms, scanner=scanner, jobs=jobs, async_files=sorted(async_files))
 
 
+def processes():
+    """``(pid, ppid, argv)`` of every process on the host."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as fileobj:
+                argv = [arg.decode('utf-8', 'replace') for arg in fileobj.read().split(b'\0') if arg]
+            with open('/proc/%s/stat' % entry) as fileobj:
+                ppid = int(fileobj.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if argv:
+            found.append((int(entry), ppid, argv))
+    return found
+
+
+def job_processes(script='AnsiballZ_pg_logical_backup.py'):
+    """The async job running the module ``script``: ``{'wrapper': [...], 'module': [...], 'zstd': [...]}`` (pids)."""
+    table = processes()
+    wrappers = [pid for pid, dummy, argv in table
+                if any(arg.endswith('async_wrapper.py') for arg in argv) and any(arg.endswith(script) for arg in argv)]
+    modules = [pid for pid, ppid, argv in table
+               if len(argv) >= 2 and argv[1].endswith(script) and ppid in wrappers]
+    zstd = [pid for pid, ppid, argv in table if os.path.basename(argv[0]) == 'zstd' and ppid in modules]
+    return {'wrapper': wrappers, 'module': modules, 'zstd': zstd}
+
+
+def sigkill(pids):
+    killed = []
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 def pytest_unconfigure(config):  # pylint: disable=unused-argument
     if _COLLECTIONS_TMP:
         shutil.rmtree(_COLLECTIONS_TMP, ignore_errors=True)

@@ -412,6 +412,128 @@ def test_a_killed_run_then_rerun_completes_without_duplicates(ansible, endpoint,
     assert collection_faces(endpoint) == expected_faces
 
 
+def read_json(path):
+    """The JSON document at ``path``, or None while it does not exist (it is replaced atomically, never half written)."""
+    try:
+        with open(path) as fileobj:
+            return json.load(fileobj)
+    except FileNotFoundError:
+        return None
+
+
+def _lock_holder(state_dir):
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import lock_file_held  # pylint: disable=import-outside-toplevel
+    return lock_file_held(os.path.join(state_dir, '.reindex-%s.lock' % COLLECTION), 're-indexing')
+
+
+def test_an_interrupted_play_then_an_immediate_rerun_never_overlap_and_index_each_face_once(
+        ansible, endpoint, expected_faces, tmp_path):
+    """Ctrl-C of ansible-playbook while the re-indexing runs: the job goes on in the background (the play said how to stop
+    it); a rerun started at once is refused, naming the running job, and sends nothing; once that job ended, a rerun
+    completes; every face-bearing photo is in the collection exactly once."""
+    state_dir = str(tmp_path / 'state')
+    variables = ansible.playbook_vars(endpoint, state_dir, rekognition_reindex_tps=5, rekognition_reindex_concurrency=2)
+    endpoint_support.control(endpoint, latency_ms=150)
+    path = os.path.join(ansible.workdir, 'vars-interrupted.json')
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as fileobj:
+        json.dump(variables, fileobj)
+    first = subprocess.Popen([ansible.playbook, '-i', ansible.inventory, PLAYBOOK, '-e', '@' + path], cwd=ansible.workdir,
+                             env=ansible.env(json_output=False, aws_env=False), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while stats(endpoint)['succeeded'].get('IndexFaces', 0) < 4:
+            assert time.monotonic() < deadline and first.poll() is None, 'the first run never indexed'
+            time.sleep(0.05)
+        os.killpg(first.pid, signal.SIGINT)
+        out, dummy = first.communicate(timeout=60)
+    finally:
+        os.unlink(path)
+    assert first.returncode != 0
+    assert "stop=true'" in out and 'if this play is interrupted the re-indexing goes on' in out, out[-3000:]
+    holder = _lock_holder(state_dir)
+    assert holder is not None, 'the interrupted job was expected to go on in the background'
+    describes = stats(endpoint)['requests'].get('DescribeCollection', 0)
+
+    refused = ansible.run_playbook(variables)
+    assert refused.returncode != 0
+    wait = task_result(refused, 'Wait for the re-indexing')
+    assert wait['error_code'] == 'lock_held', wait
+    assert 'another re-indexing of collection %s is running: pid %s' % (COLLECTION, holder.holder['pid']) in wait['msg'], wait['msg']
+    assert stats(endpoint)['requests'].get('DescribeCollection', 0) == describes, 'the refused run called Rekognition'
+
+    deadline = time.monotonic() + 180
+    while _lock_holder(state_dir) is not None:
+        assert time.monotonic() < deadline, 'the interrupted job did not end'
+        time.sleep(0.2)
+    endpoint_support.control(endpoint, latency_ms=0)
+    indexed_before = stats(endpoint)['succeeded'].get('IndexFaces', 0)
+    rerun = succeeded(task_result(ansible.run_playbook(variables), 'Wait for the re-indexing'))
+    assert rerun['complete'] and rerun['indexed'] == 0, rerun
+    assert stats(endpoint)['succeeded'].get('IndexFaces', 0) == indexed_before
+    assert collection_faces(endpoint) == expected_faces
+
+
+def test_a_killed_job_is_noticed_and_the_rerun_resends_nothing_it_learned(ansible, endpoint, expected_faces, stack, tmp_path):
+    """kill -9 of the re-indexing's whole job (wrappers and module) under a play: the wait fails within a poll, naming the
+    job; the mapping file holds what the job learned, so the rerun sends only the photos it had not reached."""
+    from conftest import job_processes, sigkill  # pylint: disable=import-outside-toplevel
+    state_dir = str(tmp_path / 'state')
+    variables = ansible.playbook_vars(endpoint, state_dir, rekognition_reindex_tps=5, rekognition_reindex_concurrency=2,
+                                      rekognition_reindex_progress_interval=1)
+    mapping_file = os.path.join(state_dir, COLLECTION + '.face-ids.json')
+    endpoint_support.control(endpoint, latency_ms=100)
+    path = os.path.join(ansible.workdir, 'vars-killed.json')
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as fileobj:
+        json.dump(variables, fileobj)
+    proc = subprocess.Popen([ansible.playbook, '-i', ansible.inventory, PLAYBOOK, '-e', '@' + path], cwd=ansible.workdir,
+                            env=ansible.env(aws_env=False), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        # Killed once the mapping file, written as the run goes, knows a photo without a face.
+        while not (read_json(mapping_file) or {}).get('no_face'):
+            assert time.monotonic() < deadline and proc.poll() is None, 'the run never wrote a photo without a face'
+            time.sleep(0.05)
+        job = job_processes('AnsiballZ_rekognition_reindex.py')
+        assert sigkill(job['wrapper'] + job['module'])
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.unlink(path)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    wait = task_result(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 'Wait for the re-indexing')
+    assert wait['error_code'] == 'job_died' and 'the re-indexing of %s' % COLLECTION in wait['msg'], wait
+    time.sleep(0.5)  # calls already on the wire land
+    with open(mapping_file) as fileobj:
+        mapping = json.load(fileobj)
+    learned = set(mapping['face_ids']) | set(mapping['no_face'])
+    assert mapping['no_face'] and learned, mapping
+    endpoint_support.control(endpoint, latency_ms=0, reset_stats=True)
+    rerun = succeeded(task_result(ansible.run_playbook(variables), 'Wait for the re-indexing'))
+    assert rerun['complete'] and rerun['known_no_face'] >= len(mapping['no_face'])
+    assert stats(endpoint)['succeeded'].get('IndexFaces', 0) == len(stack.photos()) - rerun['already_indexed'] - rerun['known_no_face']
+    assert stats(endpoint)['succeeded'].get('IndexFaces', 0) <= len(stack.photos()) - len(learned)
+    assert collection_faces(endpoint) == expected_faces
+
+
+def test_a_missing_external_id_column_names_the_setting_and_an_expression_derives_the_id(ansible, endpoint, stack):
+    """A photo table without the external id column: the error names the column and both settings; an expression over the
+    row gives the ids instead."""
+    result = ansible.module(ansible.module_args(endpoint, external_id_column='image_ref'))
+    assert result.get('failed') and result['error_code'] == 'no_column', result
+    assert ('the external image id column image_ref does not exist in photo: set external_id_column '
+            '(role: rekognition_reindex_external_id_column)') in result['msg'], result['msg']
+    assert 'external_id_expression' in result['msg'] and stats(endpoint)['requests_total'] == 0
+    derived = succeeded(ansible.module(ansible.module_args(endpoint, external_id_expression="'photo-' || id", return_face_ids=True)))
+    ids = set(collection_faces(endpoint))
+    assert ids and all(external_id.startswith('photo-') for external_id in ids)
+    assert ids == set(derived['face_ids']) and derived['indexed'] == len(ids)
+    photo_ids = set(int(external_id[len('photo-'):]) for external_id in ids)
+    assert photo_ids <= set(photo_id for photo_id, dummy, dummy2 in stack.photos())
+
+
 @pytest.mark.parametrize('throttle_error', ['ProvisionedThroughputExceededException', 'ThrottlingException'])
 def test_a_run_throttled_at_5_tps_loses_no_photo(ansible, endpoint, expected_faces, stack, throttle_error):
     endpoint_support.control(endpoint, tps=5, burst=1, throttle_error=throttle_error, throttle_operations=['IndexFaces'])

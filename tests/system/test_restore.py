@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from conftest import COMMAND_TIMEOUT, HOST, PYTHON, REPO_ROOT, ComposeStack, checked, run, secret_forms
+from conftest import COMMAND_TIMEOUT, HOST, PYTHON, REPO_ROOT, ComposeStack, checked, job_processes, run, secret_forms, sigkill
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import decrypt
 
@@ -533,6 +533,129 @@ def test_artifact_broken_after_down_v_is_recovered_from_the_safety_dump(producti
     recovered = production.command(recovery_command(msg))
     assert recovered.returncode == 0, output(recovered)[-6000:]
     assert production.state() == before
+
+
+def _wait_for_job(proc, script, timeout=300):
+    """Wait until the restore's async job running ``script`` is up; return its processes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        job = job_processes(script)
+        if job['module']:
+            return job
+        time.sleep(0.02)
+    raise AssertionError('no %s job came up (rc=%s)' % (script, proc.poll()))
+
+
+def _finish(proc, timeout=120):
+    """The output of a started run that must end on its own (a dead job is noticed at the next poll)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError('the restore did not end within %d s of the kill' % timeout) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_job(job):
+    killed = sigkill(job['wrapper'] + job['module'] + job['zstd'])
+    assert killed, job
+    return killed
+
+
+def test_a_restore_whose_safety_dump_is_killed_stops_before_down_v(production, plain_backup):
+    """kill -9 of the safety dump's job (its wrappers, the module and zstd): the wait notices the dead job, the restore stops
+    before down -v, production is untouched, and the next run is not blocked."""
+    before = production.state()
+    container = production.stack.container
+    proc = production.start_restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    _kill_job(_wait_for_job(proc, 'AnsiballZ_pg_logical_backup.py'))
+    done = _finish(proc)
+    assert done.returncode != 0
+    msg = failure_message(done)
+    assert 'safety dump' in msg and 'is no longer running but never reported a result' in msg, msg
+    assert 'Nothing was changed' in msg and 'Traceback' not in output(done), msg
+    assert_untouched(production, before, container)
+    again = production.restore('--check')
+    assert again.returncode == 0, output(again)[-4000:]
+
+
+def test_a_restore_killed_after_down_v_is_recovered_from_the_safety_dump(production, plain_backup):
+    """kill -9 of the restore step's job after down -v: the play says the database was removed and how to bring the safety
+    dump back, and that command brings production's data back."""
+    before = production.state()
+    proc = production.start_restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    _kill_job(_wait_for_job(proc, 'AnsiballZ_pg_restore_verify.py'))
+    done = _finish(proc)
+    assert done.returncode != 0
+    msg = failure_message(done)
+    assert 'restore and verify' in msg and 'is no longer running but never reported a result' in msg, msg
+    assert 'The database was already removed' in msg, msg
+    report = reports(production)[-1]
+    assert report['status'] == 'failed' and recovery_command(msg) in report['recovery']
+    production.refresh()
+    production.stack.wait_healthy()
+    recovered = production.command(recovery_command(msg))
+    assert recovered.returncode == 0, output(recovered)[-6000:]
+    assert production.state() == before
+
+
+def test_a_full_disk_during_the_safety_dump_stops_before_down_v(production, plain_backup):
+    """The safety directory fills up once the safety dump's job has started (another writer takes the space after the
+    role's free-space check): the dump fails, leaves nothing, and the restore stops before down -v."""
+    before = production.state()
+    container = production.stack.container
+    safety = os.path.join(production.backup_dir, 'safety')
+    kept = os.path.join(production.workdir, 'safety-kept')
+    if os.path.exists(safety):
+        os.rename(safety, kept)
+    os.makedirs(safety, mode=0o700)
+    assert run(['mount', '-t', 'tmpfs', '-o', 'size=256m,mode=0700', 'tmpfs', safety]).returncode == 0
+    filler = os.path.join(safety, 'filler')
+    try:
+        proc = production.start_restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+        _wait_for_job(proc, 'AnsiballZ_pg_logical_backup.py')
+        subprocess.run(['dd', 'if=/dev/zero', 'of=' + filler, 'bs=1M'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False, timeout=120)
+        done = _finish(proc)
+        left = sorted(os.listdir(safety))
+    finally:
+        run(['umount', safety])
+        os.rmdir(safety)
+        if os.path.exists(kept):
+            os.rename(kept, safety)
+    assert done.returncode != 0
+    msg = failure_message(done)
+    # The dump of this small database is quick: the full disk is met by the dump's own free-space check or by its writes.
+    assert 'safety dump' in msg and ('no space left' in msg or 'MiB free' in msg) and 'Nothing was changed' in msg, msg
+    assert left == ['.backup-telemetry_db.lock', 'filler'], left
+    assert_untouched(production, before, container)
+    again = production.restore('--check')
+    assert again.returncode == 0, output(again)[-4000:]
+
+
+def test_a_backup_and_a_restore_started_at_the_same_moment_never_overlap(production, plain_backup):
+    """backup.yml and restore.yml started together: one of them is refused, naming the other, or they ran one after the
+    other; production ends verified; the one refused succeeds when run again."""
+    backup = subprocess.Popen([production.ansible.playbook, '-i', production.inventory, BACKUP_PLAYBOOK], cwd=production.workdir,
+                              env=production.ansible.env(production.stack.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    restore = production.start_restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    backup_done, restore_done = _finish(backup, COMMAND_TIMEOUT), _finish(restore, COMMAND_TIMEOUT)
+    backup_refused = 'a backup of telemetry_db is refused while a restore of it runs' in output(backup_done)
+    restore_refused = restore_done.returncode != 0 and 'another backup of telemetry_db' in output(restore_done)
+    assert backup_done.returncode == 0 or backup_refused, output(backup_done)[-4000:]
+    assert restore_done.returncode == 0 or restore_refused, output(restore_done)[-4000:]
+    if not (backup_refused or restore_refused):
+        manifest = json.load(open(newest_artifact(production.backup_dir) + '.manifest.json'))
+        report = reports(production)[-1]
+        assert manifest['finished_at'] < report['started_at'] or manifest['started_at'] > report['finished_at'], (manifest, report)
+    counts = json.load(open(plain_backup + '.manifest.json'))['row_counts']
+    if restore_done.returncode == 0:
+        assert all(production.state()['counts'][table] == count for table, count in counts.items())
+    if restore_refused:
+        assert 'Nothing was changed' in failure_message(restore_done)
+        assert production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup).returncode == 0
+    if backup_refused:
+        production.backup()
 
 
 def test_report_write_failure_after_a_good_restore_is_no_rollback(production, plain_backup):

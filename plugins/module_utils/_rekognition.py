@@ -492,6 +492,30 @@ def read_json(path):
         return None
 
 
+def remove_stale_temps(path):
+    """Remove the temporary files of ``write_json_atomic(path)`` that a killed run left; return their paths.
+
+    Call it holding the run's lock: no other run writes them then.
+    """
+    if not path:
+        return []
+    directory, base = os.path.split(os.path.abspath(path))
+    pattern = re.compile(r'\A\.%s\.[A-Za-z0-9_]{8}\Z' % re.escape(base))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for name in sorted(names):
+        if pattern.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                continue
+            removed.append(os.path.join(directory, name))
+    return removed
+
+
 def write_json_atomic(path, document, mode=0o600):
     """Write ``document`` to ``path`` atomically (temp file, fsync, rename, fsync of the directory)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -1009,6 +1033,9 @@ class Reindexer(object):
         """Run; return the result dict. Raises ReindexError (with the partial counts) when the run must stop."""
         request = self.request
         self._started = self._clock()
+        if not self.check_mode:
+            for path in (request.mapping_file, request.progress_file):
+                remove_stale_temps(path)
         self._previous = self._saved = read_json(request.mapping_file)
         rows = self.source.rows()
         head = list(itertools.islice(rows, request.key_check_photos))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -180,13 +181,34 @@ def test_check_mode_does_not_create_the_backup_dir(stack, ansible, tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
 
 
+def test_a_backup_whose_name_is_taken_in_its_second_takes_the_next_sequence(stack, ansible, backup_dir, compose_backup_args):
+    """Every name of the next half minute is already taken (as by another backup of the same second): the backup succeeds
+    as ``<name>_2``, and what was there is untouched."""
+    start = datetime.datetime.now(datetime.timezone.utc)
+    taken = {}
+    for offset in range(30):
+        name = 'backup_%s.dump' % (start + datetime.timedelta(seconds=offset)).strftime('%Y-%m-%d_%H-%M-%S')
+        taken[name] = b'not a backup %d' % offset
+        with open(os.path.join(backup_dir, name), 'wb') as fileobj:
+            fileobj.write(taken[name])
+    rc, result, err = ansible.module(compose_backup_args(stack, backup_dir, format='custom', compression='none',
+                                                         count_tables=['photo']), env=stack.env)
+    succeeded(rc, result, err)
+    name = os.path.basename(result['path'])
+    assert name.endswith('_2.dump') and name[:-len('_2.dump')] + '.dump' in taken, name
+    for other, content in taken.items():
+        with open(os.path.join(backup_dir, other), 'rb') as fileobj:
+            assert fileobj.read() == content
+    assert read_manifest(result)['file'] == name
+
+
 def test_a_second_run_adds_an_artifact_and_keeps_the_first(stack, ansible, backup_dir, compose_backup_args):
-    """Two backups in a row: two artifacts with manifests, the first unchanged."""
+    """Two backups in a row, with no pause (they may start in the same second): two artifacts with manifests, the first
+    unchanged."""
     args = compose_backup_args(stack, backup_dir, format='custom', compression='none', count_tables=['photo'])
     rc, first, err = ansible.module(args, env=stack.env)
     succeeded(rc, first, err)
     digest = sha256_of(first['path'])
-    time.sleep(1.1)
     rc, second, err = ansible.module(args, env=stack.env)
     succeeded(rc, second, err)
     assert second['path'] != first['path']

@@ -628,6 +628,15 @@ def test_the_mapping_is_written_as_the_run_goes(tmp_path):
     assert 'veh-1.photo-0002' in snapshot['no_face']
 
 
+def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
+    mapping = str(tmp_path / 'map.json')
+    (tmp_path / '.map.json.abcd_123').write_text('{"half": ')
+    (tmp_path / '.map.json.short').write_text('not ours')
+    (tmp_path / 'notes.txt').write_text('not ours')
+    run(FakeRekognition(), make_photos(FACES), mapping_file=mapping)
+    assert sorted(os.listdir(tmp_path)) == ['.map.json.short', 'map.json', 'notes.txt']
+
+
 def test_a_wrong_key_fails_before_any_aws_call():
     client = FakeRekognition()
     with pytest.raises(rk.ReindexError) as err:

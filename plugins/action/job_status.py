@@ -7,6 +7,9 @@ returns the job's own result as the task's."""
 from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+
+display = Display()
 
 
 class ActionModule(ActionBase):
@@ -24,6 +27,8 @@ class ActionModule(ActionBase):
             return result
         # The job's own result, as async_status returns it; warnings are for the module's own run.
         result.update((key, value) for key, value in job.items() if key not in ('warnings', 'deprecations', 'invocation'))
+        if job.get('lease_problem'):
+            display.warning(job['lease_problem'])
         result.setdefault('changed', False)
         result['finished'] = bool(job.get('finished'))
         return result

@@ -240,11 +240,23 @@ def lease_problem(lease, token, now=None):
 
 
 def describe_lease(lease, path):
-    """The sentence a contender gets: who holds the lease, since when, and how to clear an abandoned one."""
+    """The sentence a contender gets: who holds the lease, since when, at which step, and when an abandoned one ends."""
     user = ' (user %s)' % lease['user'] if lease.get('user') else ''
-    return ('another %s is running: started %s on host %s%s, lease until %s; wait for it, or if that run was killed, remove %s'
+    stage = ', at step "%s"' % lease['stage'] if lease.get('stage') else ''
+    return ('another %s is running: started %s on host %s%s%s, lease until %s; wait for it, or if that run was killed, its '
+            'lease ends then (remove %s to go on now)'
             % (lease.get('purpose', 'run'), lease.get('started_at', 'at an unknown time'), lease.get('host', 'unknown'), user,
-               lease.get('expires_at', 'an unknown time'), path))
+               stage, lease.get('expires_at', 'an unknown time'), path))
+
+
+ABANDONED_FIELDS = ('purpose', 'started_at', 'host', 'user', 'stage', 'expires_at')
+
+
+def abandoned_lease(current, token):
+    """The details of a lease of another run that ``token`` takes over (it had expired: that run was killed), or None."""
+    if not current.get('token') or current['token'] == token:
+        return None
+    return dict((key, current[key]) for key in ABANDONED_FIELDS if key in current)
 
 
 def _read_lease(path):
@@ -327,12 +339,15 @@ def lock_file_held(path, purpose):
     return None
 
 
-def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=None, exclude_locks=()):
+def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=None, exclude_locks=(), stage=None):
     """Take (or renew) the lease ``name`` for ``token``; return ``(lease, changed)``. ``LockHeldError`` when another
     live token holds it, or when another process holds one of the flocks ``exclude_locks`` (for a restore, the
     backup's ``backup-<db>``: checked after the lease is written, while a backup checks for the lease after taking that
     flock, so one of the two always sees the other). In check mode nothing is written, and no lock file is created:
-    the lease that would be taken is returned."""
+    the lease that would be taken is returned.
+
+    ``stage`` (a few words, never a secret) says where the run is; a contender's refusal shows it, and so does the
+    returned lease's ``abandoned`` (the expired lease of a killed run that this one takes over)."""
     path = lease_path(directory, name)
     if check_mode:
         current = _read_lease(path)
@@ -340,12 +355,13 @@ def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=No
         busy = _busy_lock(directory, exclude_locks)
         if busy:
             raise busy
-        return _new_lease(current, token, ttl, purpose, now), current.get('token') != token
+        return _with_abandoned(_new_lease(current, token, ttl, purpose, now, stage), current, token), current.get('token') != token
     with BackupLock(directory, name, purpose=purpose, timeout=10):
         current = _read_lease(path)
         _refuse_held(current, token, path, now)
-        lease = _new_lease(current, token, ttl, purpose, now)
+        lease = _new_lease(current, token, ttl, purpose, now, stage)
         _write_lease(path, lease)
+        lease = _with_abandoned(lease, current, token)
     busy = _busy_lock(directory, exclude_locks)
     if busy:
         if current.get('token') != token:
@@ -369,14 +385,23 @@ def _busy_lock(directory, names):
     return None
 
 
-def _new_lease(current, token, ttl, purpose, now):
+def _new_lease(current, token, ttl, purpose, now, stage=None):
     epoch = _epoch(now)
     lease = holder_info(purpose)
     lease.update(token=token, expires=epoch + ttl,
                  expires_at=datetime.datetime.fromtimestamp(epoch + ttl, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'))
     if current.get('token') == token:
         lease['started_at'] = current.get('started_at', lease['started_at'])
+        if stage is None and current.get('stage'):
+            stage = current['stage']
+    if stage:
+        lease['stage'] = stage
     return lease
+
+
+def _with_abandoned(lease, current, token):
+    abandoned = abandoned_lease(current, token)
+    return dict(lease, abandoned=abandoned) if abandoned else lease
 
 
 def release_lease(directory, name, token, check_mode=False):

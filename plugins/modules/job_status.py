@@ -46,6 +46,34 @@ options:
     description: A sentence for a dead job's message - what a killed job of this kind leaves behind and what removes it.
     type: str
     default: ""
+  lease:
+    description:
+      - A lease of M(fleet_telemetry.dr.run_lease) to renew at every poll, so that it lasts as long as the job does and
+        no longer; its O(fleet_telemetry.dr.run_lease#module:ttl) then only has to outlast one poll and the steps that do not
+        poll.
+    type: dict
+    suboptions:
+      directory:
+        description: The lease's directory.
+        type: path
+        required: true
+      run:
+        description: The lease's run.
+        type: str
+        choices: [restore, drill]
+        required: true
+      database:
+        description: The lease's database.
+        type: str
+        required: true
+      token:
+        description: The token of the run that holds the lease.
+        type: str
+        required: true
+      ttl:
+        description: Seconds the renewed lease lasts.
+        type: int
+        required: true
   async_dir:
     description:
       - The directory of the job files.
@@ -113,6 +141,10 @@ stopped:
   returned: with O(stop=true)
   type: list
   elements: int
+lease_problem:
+  description: Why O(lease) could not be renewed (another run took it over); the wait goes on, as the job does.
+  returned: when the renewal failed
+  type: str
 dead:
   description: True when the job's processes are gone and it never reported a result.
   returned: when the job died
@@ -126,6 +158,7 @@ error_code:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._jobs import job_status, stop_job, wrapper_pids
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import RUNS, LockError, acquire_lease, lease_name, lease_path
 
 
 def main():
@@ -136,6 +169,14 @@ def main():
             leftovers=dict(type='str', default=''),
             lock=dict(type='path'),
             stop=dict(type='bool', default=False),
+            lease=dict(type='dict', options=dict(
+                directory=dict(type='path', required=True),
+                run=dict(type='str', choices=list(RUNS), required=True),
+                database=dict(type='str', required=True),
+                # It names a run, it grants nothing: not a secret.
+                token=dict(type='str', required=True, no_log=False),
+                ttl=dict(type='int', required=True),
+            )),
             async_dir=dict(type='path', default='~/.ansible_async'),
         ),
         supports_check_mode=True,
@@ -147,10 +188,24 @@ def main():
             pids = wrapper_pids(params['jid']) or []
             module.exit_json(changed=bool(pids), stopped=pids, msg='would stop the processes %s of job %s' % (pids, params['jid']))
         module.exit_json(**stop_job(async_dir, params['jid'], params['job']))
+    result = job_status(async_dir, params['jid'], params['job'], params['leftovers'], params['lock'])
+    if params['lease'] and not module.check_mode:
+        problem = renew_lease(params['lease'])
+        if problem:
+            result['lease_problem'] = problem
     # Nested, so that exit_json leaves the job's own result as it is (its path info would overwrite a directory's size);
     # the action plugin returns it as the task's result.
-    module.exit_json(changed=False, job_result=job_status(async_dir, params['jid'], params['job'],
-                                                          params['leftovers'], params['lock']))
+    module.exit_json(changed=False, job_result=result)
+
+
+def renew_lease(lease):
+    """Renew the lease of the run that waits; a sentence when that failed (the wait goes on: the job still runs)."""
+    name = lease_name(lease['run'], lease['database'])
+    try:
+        acquire_lease(lease['directory'], name, lease['token'], lease['ttl'], '%s of %s' % (lease['run'], lease['database']))
+    except (LockError, OSError) as exc:
+        return 'the lease %s could not be renewed: %s' % (lease_path(lease['directory'], name), exc)
+    return None
 
 
 if __name__ == '__main__':

@@ -59,9 +59,18 @@ options:
     choices: [present, absent]
     default: present
   ttl:
-    description: Seconds after which a lease that was not given up counts as abandoned. Make it longer than the longest run.
+    description:
+      - Seconds after which a lease that was not renewed nor given up counts as abandoned (its run was killed).
+      - Renew it (take it again with the same O(token)) more often than that; M(fleet_telemetry.dr.job_status) renews it at
+        every poll of a background job.
     type: int
     default: 14400
+  stage:
+    description:
+      - A few words on where the run is, for example C(after down -v; safety dump /var/backups/x/safety/safety_...sql.zst).
+        Kept in the lease until another stage is given; a contender's refusal shows it, and so does RV(lease.abandoned) of the
+        run that takes over the lease after its run was killed. Never put a secret here.
+    type: str
 seealso:
   - module: fleet_telemetry.dr.pg_logical_backup
 """
@@ -89,8 +98,11 @@ path:
   returned: always
   type: str
 lease:
-  description: The lease taken (token, pid, host, user, started_at, expires_at, purpose such as C(restore of telemetry_db)),
-    with O(state=present).
+  description:
+    - The lease taken (token, pid, host, user, started_at, expires_at, purpose such as C(restore of telemetry_db), stage),
+      with O(state=present).
+    - C(abandoned) holds the purpose, start, host, user, stage and expiry of an expired lease of another run that this one
+      took over - a run that was killed, at the step C(stage) says.
   returned: success, with O(state=present)
   type: dict
 holder:
@@ -119,6 +131,7 @@ def main():
             token=dict(type='str', required=True, no_log=False),
             state=dict(type='str', choices=['present', 'absent'], default='present'),
             ttl=dict(type='int', default=14400),
+            stage=dict(type='str'),
         ),
         supports_check_mode=True,
     )
@@ -131,12 +144,18 @@ def main():
             module.exit_json(changed=changed, path=path, msg='lease %s %s' % (path, 'given up' if changed else 'not held by this run'))
         lease, changed = acquire_lease(params['directory'], name, params['token'], params['ttl'],
                                        '%s of %s' % (params['run'], params['database']), check_mode=module.check_mode,
-                                       exclude_locks=lease_excludes(params['run'], params['database']))
+                                       exclude_locks=lease_excludes(params['run'], params['database']), stage=params['stage'])
     except LockHeldError as exc:
         module.fail_json(msg=str(exc), error_code='lock_held', holder=exc.holder, path=path, changed=False)
     except (LockError, OSError) as exc:
         module.fail_json(msg='cannot take the lease %s: %s' % (path, exc), error_code='lock_error', path=path, changed=False)
-    module.exit_json(changed=changed, path=path, lease=lease, msg='lease %s held until %s' % (path, lease['expires_at']))
+    msg = 'lease %s held until %s' % (path, lease['expires_at'])
+    abandoned = lease.get('abandoned')
+    if abandoned:
+        msg += ('; it was taken over from a %s started %s on host %s that did not end (it was killed)%s' % (
+            abandoned.get('purpose', 'run'), abandoned.get('started_at', 'at an unknown time'), abandoned.get('host', 'unknown'),
+            ', at step "%s"' % abandoned['stage'] if abandoned.get('stage') else ''))
+    module.exit_json(changed=changed, path=path, lease=lease, msg=msg)
 
 
 if __name__ == '__main__':

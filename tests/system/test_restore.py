@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import time
 
@@ -596,6 +597,44 @@ def test_a_restore_killed_after_down_v_is_recovered_from_the_safety_dump(product
     production.stack.wait_healthy()
     recovered = production.command(recovery_command(msg))
     assert recovered.returncode == 0, output(recovered)[-6000:]
+    assert production.state() == before
+
+
+def test_a_whole_restore_killed_after_down_v_is_named_by_the_next_one(production, plain_backup):
+    """kill -9 of ansible-playbook and of the restore's job after down -v (a reboot of the controller and the host): the
+    lease, renewed at every poll, ends restore_lease_ttl later; until then a restore is refused, naming the step; the next
+    restore takes it over, says where the killed one was and which safety dump it took, and restores; that safety dump
+    brings back the data from before the killed restore."""
+    before = production.state()
+    lease_file = os.path.join(production.backup_dir, '.restore-telemetry_db.lease.json')
+    killed = subprocess.Popen([production.ansible.playbook, '-i', production.inventory, RESTORE_PLAYBOOK, '-e', 'restore_confirm=true',
+                               '-e', 'restore_artifact=' + plain_backup, '-e', 'restore_lease_ttl=15'],
+                              cwd=production.workdir, env=production.ansible.env(production.stack.env), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        job = _wait_for_job(killed, 'AnsiballZ_pg_restore_verify.py')
+    finally:
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(60)
+    _kill_job(job)
+    lease = json.load(open(lease_file))
+    assert lease['stage'].startswith('restore of %s after down -v; safety dump ' % plain_backup), lease
+    safety = lease['stage'].rsplit('safety dump ', 1)[1]
+    assert os.path.dirname(safety) == os.path.join(production.backup_dir, 'safety') and os.path.exists(safety), safety
+
+    refused = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    assert refused.returncode != 0
+    assert 'at step "restore of %s after down -v' % plain_backup in failure_message(refused)
+    time.sleep(max(0.0, lease['expires'] - time.time()) + 0.5)
+
+    proc = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + plain_backup)
+    assert proc.returncode == 0, output(proc)[-6000:]
+    assert 'taken over from a restore of telemetry_db started %s' % lease['started_at'] in output(proc), output(proc)[-6000:]
+    assert 'safety dump %s' % safety in output(proc)
+    counts = json.load(open(plain_backup + '.manifest.json'))['row_counts']
+    assert all(production.state()['counts'][table] == count for table, count in counts.items())
+    back = production.restore('-e', 'restore_confirm=true', '-e', 'restore_artifact=' + safety)
+    assert back.returncode == 0, output(back)[-6000:]
     assert production.state() == before
 
 

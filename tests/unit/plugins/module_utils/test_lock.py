@@ -199,6 +199,24 @@ def test_lease_is_refused_to_another_token_until_it_expires(tmp_path):
     assert changed and lease['token'] == 'run-b'
 
 
+def test_a_lease_s_stage_is_kept_shown_to_contenders_and_reported_when_taken_over(tmp_path):
+    directory = str(tmp_path)
+    lk.acquire_lease(directory, 'restore-db', 'run-a', 60, 'restore of db', now=1000.0)
+    lk.acquire_lease(directory, 'restore-db', 'run-a', 60, 'restore of db', now=1010.0, stage='after down -v; safety dump /b/s.sql.zst')
+    renewed, dummy = lk.acquire_lease(directory, 'restore-db', 'run-a', 60, 'restore of db', now=1020.0)
+    assert renewed['stage'] == 'after down -v; safety dump /b/s.sql.zst' and 'abandoned' not in renewed
+    with pytest.raises(lk.LockHeldError) as info:
+        lk.acquire_lease(directory, 'restore-db', 'run-b', 60, 'restore of db', now=1030.0)
+    assert ', at step "after down -v; safety dump /b/s.sql.zst", lease until ' in str(info.value)
+    assert str(info.value).endswith('its lease ends then (remove %s to go on now)' % lk.lease_path(directory, 'restore-db'))
+    taken, changed = lk.acquire_lease(directory, 'restore-db', 'run-b', 60, 'restore of db', now=1081.0)
+    assert changed and taken['token'] == 'run-b' and 'stage' not in taken
+    assert taken['abandoned']['stage'] == 'after down -v; safety dump /b/s.sql.zst'
+    assert taken['abandoned']['purpose'] == 'restore of db' and 'token' not in taken['abandoned']
+    with open(lk.lease_path(directory, 'restore-db')) as fileobj:
+        assert 'abandoned' not in json.load(fileobj)
+
+
 def test_lease_renewal_by_its_token_is_no_change_and_keeps_the_start(tmp_path):
     first, dummy = lk.acquire_lease(str(tmp_path), 'x', 'run-a', 60, 'restore', now=10.0)
     again, changed = lk.acquire_lease(str(tmp_path), 'x', 'run-a', 60, 'restore', now=20.0)

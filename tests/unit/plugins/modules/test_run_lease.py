@@ -49,3 +49,13 @@ def test_a_restore_lease_is_refused_while_a_backup_of_the_database_runs(tmp_path
         assert outcome == 'fail' and result['error_code'] == 'lock_held', result
         outcome, result = _run(tmp_path, 'run-a', run='drill')
         assert outcome == 'exit' and result['path'] == str(tmp_path / '.drill-telemetry_db.lease.json'), result
+
+
+def test_taking_over_a_killed_run_s_lease_says_where_that_run_was(tmp_path):
+    # A ttl of 0: the lease has expired by the time the next run looks, as a killed run's lease after its ttl.
+    outcome, result = _run(tmp_path, 'run-a', ttl=0, stage='after down -v; safety dump /b/safety/safety_x.sql.zst')
+    assert outcome == 'exit' and result['lease']['stage'] == 'after down -v; safety dump /b/safety/safety_x.sql.zst'
+    outcome, result = _run(tmp_path, 'run-b')
+    assert outcome == 'exit' and result['lease']['abandoned']['stage'].startswith('after down -v')
+    assert 'taken over from a restore of telemetry_db started ' in result['msg']
+    assert 'that did not end (it was killed), at step "after down -v; safety dump /b/safety/safety_x.sql.zst"' in result['msg']

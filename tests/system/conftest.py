@@ -219,28 +219,11 @@ class ComposeStack(object):
         container's address (the backup's host pg_dump, dump_client=auto); return their pids."""
         # Importable once this file has put the collection's tree on sys.path (above).
         from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CONTAINER_ADDRESS_FORMAT  # pylint: disable=import-outside-toplevel
-        killed = []
         address = run(['docker', 'inspect', '-f', CONTAINER_ADDRESS_FORMAT, self.container], timeout=60).stdout.split()
-        for pid in os.listdir('/proc'):
-            try:
-                with open('/proc/%s/cmdline' % pid, 'rb') as fileobj:
-                    argv = fileobj.read().decode('utf-8', 'replace').split('\0')
-            except (OSError, ValueError):
-                continue
-            if os.path.basename(argv[0]) == program and address and address[0] in argv:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                except ProcessLookupError:
-                    pass
-        for pid, args in self.processes():
-            if args.split(' ')[0] in (program, '/usr/bin/' + program, '/usr/lib/postgresql/15/bin/' + program):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except ProcessLookupError:
-                    pass
-        return killed
+        killed = sigkill([pid for pid, dummy, argv in processes()
+                          if os.path.basename(argv[0]) == program and address and address[0] in argv])
+        return killed + sigkill([pid for pid, args in self.processes()
+                                 if args.split(' ')[0] in (program, '/usr/bin/' + program, '/usr/lib/postgresql/15/bin/' + program)])
 
 
 def _stack(tmp_path_factory, request, label, seed_args):

@@ -227,6 +227,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built
 
 _RESULT_KEYS = ('path', 'manifest_path', 'ok', 'kind', 'problems', 'sha256', 'size', 'dump_format', 'manifest', 'toc_tables')
 
@@ -269,6 +270,7 @@ def main():
         required_by={'database': 'backup_dir'},
         supports_check_mode=True,
     )
+    keep_result_as_built(module)
     params = module.params
     toc_runner = _toc_runner(module, params['pg_restore_path']) if params['read_toc'] else None
 

@@ -255,6 +255,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     encryption_key_argument_spec,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES, TransportError
 
 
@@ -276,6 +277,7 @@ def main():
         dump_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
+    keep_result_as_built(module)
     params = module.params
     try:
         key = parse_key(params['encryption_key']) if params['encryption_key'] else None

@@ -1,0 +1,21 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""How the modules hand their results to Ansible. Internal to fleet_telemetry.dr: not a public API."""
+
+from __future__ import annotations
+
+
+def _as_built(kwargs):
+    return kwargs
+
+
+def keep_result_as_built(module):
+    """Stop ``exit_json``/``fail_json`` from adding path information to a result that has a ``path``.
+
+    ``AnsibleModule.add_path_info`` would overwrite the result's ``size`` (an artifact's, for a directory the sum of its
+    files) with ``lstat(path).st_size`` (4096 for a directory), and add the owner and mode of the path, which an artifact's
+    result does not promise.
+    """
+    module.add_path_info = _as_built
+    return module

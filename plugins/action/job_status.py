@@ -25,8 +25,8 @@ class ActionModule(ActionBase):
             result.update(answer)
             result['finished'] = True
             return result
-        # The job's own result, as async_status returns it; warnings are for the module's own run.
-        result.update((key, value) for key, value in job.items() if key not in ('warnings', 'deprecations', 'invocation'))
+        # The job's own result, as async_status returns it (with the job's invocation, its no_log values masked).
+        result.update((key, value) for key, value in job.items() if key not in ('warnings', 'deprecations'))
         if job.get('lease_problem'):
             display.warning(job['lease_problem'])
         result.setdefault('changed', False)

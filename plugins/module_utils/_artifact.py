@@ -6,7 +6,7 @@
 
 Internal to the fleet_telemetry.dr collection: not a public API, it may change without notice.
 
-An artifact (DESIGN.md section 5) is one dump file, or one ``pg_dump -Fd`` directory, plus a JSON
+An artifact (docs/backup.md, "Artifacts and formats") is one dump file, or one ``pg_dump -Fd`` directory, plus a JSON
 manifest beside it named ``<artifact>`` + ``MANIFEST_SUFFIX``. The manifest is written last and is the
 commit marker: an artifact without a readable manifest whose checksum matches is not a backup for
 retention, "latest" or offsite copies. Hand-made backups of the runbook (plain ``.sql``, no manifest)
@@ -808,7 +808,7 @@ def remove_artifact(path):
 # --------------------------------------------------------------------------------------------
 
 def build_manifest(**fields):
-    """Return a manifest dict (DESIGN.md section 5) from keyword fields; raise ManifestError if it is invalid.
+    """Return a manifest dict (docs/backup.md, "Artifacts and formats") from keyword fields; raise ManifestError if it is invalid.
 
     Fields (required unless marked optional):
 

@@ -1284,7 +1284,7 @@ def archive_client(conn, choice, runner=run):
 
     With the host's pg_restore the preflight reads the table of contents and the photos from the file itself, seeking
     to the photo table's data, instead of streaming the archive into ``docker exec -i pg_restore`` up to it (6-7 s of
-    1.6 GB, README, Performance). When the service's container is down (a restore after a disaster) the preflight
+    1.6 GB, bench/RESULTS.md). When the service's container is down (a restore after a disaster) the preflight
     reads the archive on the container side, as ``tools_prefix`` does, and no choice is made (None).
     """
     try:

@@ -185,7 +185,7 @@ def labelled_container(conn, runner=run):
     """The one running container of the service, found by the labels compose puts on it, or None.
 
     Only with an explicit ``project_name`` that compose would keep as it is: ``docker ps`` then answers at once,
-    where ``compose ps`` starts compose (a Python program under v1: about a second and 45 MiB, README, Performance).
+    where ``compose ps`` starts compose (a Python program under v1: about a second and 45 MiB, bench/RESULTS.md).
     None (two containers, none running, another name) leaves it to ``compose ps``, whose errors name the cause.
     """
     if not conn.project_name or not _LABEL_PROJECT_RE.match(conn.project_name):
@@ -299,7 +299,7 @@ def pick_client(conn, choice, option, tools, runner=run):
 
     A compose service's database is reached by the host's tools over the container's own address when they can
     (``auto``, ``host``): the bytes then take the kernel's network path, not ``docker exec``'s stream through the
-    Docker daemon, which is slower than pg_dump or psql themselves (README, Performance). ``container`` always uses
+    Docker daemon, which is slower than pg_dump or psql themselves (bench/RESULTS.md). ``container`` always uses
     ``docker exec``; ``auto`` falls back to it, naming why; ``host`` fails instead. ``option`` names the setting
     in messages; ``host_versions`` is empty unless the host's tools are used.
     """
@@ -324,7 +324,7 @@ def widen_pipe(fileobj, size=PIPE_SIZE):
     """Ask for a pipe buffer of ``size`` bytes (Linux; at most /proc/sys/fs/pipe-max-size, 1 MiB by default).
 
     A dump or restore stream moves 1 MiB chunks through this process: with the default 64 KiB pipe each chunk costs
-    16 wake-ups on both sides, which made the pass-through 2.6 times slower (README, Performance). Where
+    16 wake-ups on both sides, which made the pass-through 2.6 times slower (bench/RESULTS.md). Where
     the size cannot be set the pipe works as before.
     """
     try:

@@ -30,8 +30,7 @@ are refused. For file names without backslashes or newlines (pg_dump writes ``to
 
     cd X.dir && find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum
 
-This file imports nothing from the collection, so scripts can load it by file path. It must keep
-compiling on Python 3.8.
+It imports nothing from the collection but the error base class, and must keep compiling on Python 3.8.
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ import re
 import secrets
 import shutil
 import stat
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 
 ARTIFACT_FORMAT_VERSION = 1
 MANIFEST_SUFFIX = '.manifest.json'
@@ -108,8 +109,10 @@ _RENAME_NOREPLACE = 1
 _AT_FDCWD = -100
 
 
-class ArtifactError(Exception):
+class ArtifactError(FleetDrError):
     """Base class of every error raised here; the message is one sentence an operator can act on."""
+
+    code = 'artifact_error'
 
 
 class DestinationError(ArtifactError):
@@ -130,6 +133,8 @@ class DestinationNotWritableError(DestinationError):
 
 class NoSpaceError(ArtifactError):
     """The file system ran out of space (or quota) while writing; nothing was left behind."""
+
+    code = 'disk_full'
 
 
 class ArtifactExistsError(ArtifactError):

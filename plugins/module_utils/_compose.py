@@ -48,12 +48,6 @@ class ComposeError(TransportError):
 
     def __init__(self, msg, code='compose_failed', **kwargs):
         super(ComposeError, self).__init__(msg, code=code, **kwargs)
-        self.partial = {}
-
-    def to_result(self):
-        result = dict(self.partial)
-        result.update(super(ComposeError, self).to_result())
-        return result
 
 
 class ComposeProject(object):

@@ -19,11 +19,12 @@ backup needs. A restore spans many processes, so it holds a lease (``acquire_lea
 ``restore-<database>`` in the backup directory instead; a backup into that directory refuses to start while a
 live one exists (``restore_in_progress``), so it never dumps a database that a restore has emptied or
 half-restored. (The restore's own safety dump goes to the ``safety`` subdirectory, where no lease lives.)
-This file imports nothing from the collection and must keep compiling on Python 3.8.
+It imports nothing from the collection but the error base class, and must keep compiling on Python 3.8.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -34,6 +35,8 @@ import re
 import socket
 import time
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+
 LOCK_SUFFIX = '.lock'
 _NAME_RE = re.compile(r'[^A-Za-z0-9_.-]')
 _HOLDER_MAX_SIZE = 64 * 1024
@@ -42,15 +45,19 @@ _HOLDER_READ_RETRIES = 5
 _HOLDER_READ_PAUSE = 0.02
 
 
-class LockError(Exception):
+class LockError(FleetDrError):
     """The lock cannot be taken; the message is one sentence an operator can act on."""
+
+    code = 'lock_error'
 
 
 class LockHeldError(LockError):
     """Another live process holds the lock. ``holder`` is its recorded details (dict, possibly empty)."""
 
+    code = 'lock_held'
+
     def __init__(self, message, holder=None, path=None):
-        super().__init__(message)
+        super().__init__(message, holder=holder or {}, path=path)
         self.holder = holder or {}
         self.path = path
 
@@ -356,7 +363,7 @@ def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=No
         if busy:
             raise busy
         return _with_abandoned(_new_lease(current, token, ttl, purpose, now, stage), current, token), current.get('token') != token
-    with BackupLock(directory, name, purpose=purpose, timeout=10):
+    with _lease_failures(path), BackupLock(directory, name, purpose=purpose, timeout=10):
         current = _read_lease(path)
         _refuse_held(current, token, path, now)
         lease = _new_lease(current, token, ttl, purpose, now, stage)
@@ -368,6 +375,18 @@ def acquire_lease(directory, name, token, ttl, purpose, check_mode=False, now=No
             release_lease(directory, name, token)
         raise busy
     return lease, current.get('token') != token
+
+
+@contextlib.contextmanager
+def _lease_failures(path):
+    """A lease that cannot be read or written (permissions, a missing directory) is a ``LockError`` naming it."""
+    try:
+        yield
+    except LockHeldError:
+        raise
+    except (LockError, OSError) as exc:
+        raise LockError('cannot take the lease %s: %s' % (path, exc.strerror if isinstance(exc, OSError) and exc.strerror else exc),
+                        path=path) from None
 
 
 def _refuse_held(current, token, path, now):
@@ -409,7 +428,7 @@ def release_lease(directory, name, token, check_mode=False):
     path = lease_path(directory, name)
     if check_mode:
         return _read_lease(path).get('token') == token
-    with BackupLock(directory, name, timeout=10):
+    with _lease_failures(path), BackupLock(directory, name, timeout=10):
         if _read_lease(path).get('token') != token:
             return False
         os.unlink(path)

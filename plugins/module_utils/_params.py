@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import Connection
 
 
@@ -52,3 +53,13 @@ def connection_from_params(params):
         bin_dir=params['pg_bin_dir'],
         connect_timeout=params['connect_timeout'],
     )
+
+
+def key_from_params(params):
+    """The 32 key bytes of ``encryption_key``, or None when it is not given; a bad key names the option (``bad_key``)."""
+    if not params.get('encryption_key'):
+        return None
+    try:
+        return parse_key(params['encryption_key'])
+    except PhotoCryptoError as exc:
+        raise PhotoCryptoError('encryption_key: %s' % exc) from None

@@ -17,8 +17,9 @@ the example app) because the stored bytes do not say which one wrote them:
     bytes. Stored as the token text; the base64-decoded token bytes are accepted on decryption too.
 
 This file is loaded three ways: as an Ansible module_util, by the collection's plugins, and by file path
-from plain scripts (``importlib.util.spec_from_file_location``). It therefore imports nothing from the
-collection, and it imports without ``cryptography`` (see ``HAS_CRYPTOGRAPHY``): only ``encrypt`` and
+from plain scripts (``importlib.util.spec_from_file_location``). It therefore needs nothing from the
+collection (its errors derive from the collection's error base class when it is there, from ``Exception``
+when loaded by path), and it imports without ``cryptography`` (see ``HAS_CRYPTOGRAPHY``): only ``encrypt`` and
 ``decrypt`` need it. It must keep compiling on Python 3.8.
 """
 
@@ -31,6 +32,11 @@ import hmac
 import os
 import re
 import traceback
+
+try:
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError as _ErrorBase
+except ImportError:  # loaded by file path, without the collection
+    _ErrorBase = Exception
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -81,8 +87,10 @@ _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-class PhotoCryptoError(Exception):
+class PhotoCryptoError(_ErrorBase):
     """Base class of every error raised here; the message is one sentence an operator can act on."""
+
+    code = 'bad_key'
 
 
 class KeyFormatError(PhotoCryptoError, ValueError):

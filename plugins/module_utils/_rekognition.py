@@ -46,6 +46,7 @@ except ImportError:
 else:
     HAS_PILLOW = True
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock, LockError, LockHeldError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import quote_ident
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import (
@@ -122,18 +123,8 @@ _FATAL_EXCEPTION_HINTS = {
 }
 
 
-class ReindexError(Exception):
-    """A failure that stops the run: ``str(err)`` is one sentence an operator can act on."""
-
-    def __init__(self, msg, code='error', **extra):
-        super(ReindexError, self).__init__(msg)
-        self.code = code
-        self.extra = extra
-
-    def to_result(self):
-        result = dict(self.extra)
-        result.update(msg=str(self), error_code=self.code)
-        return result
+class ReindexError(FleetDrError):
+    """A failure that stops the run: ``str(err)`` is one sentence an operator can act on, with the counts so far."""
 
 
 class AwsCallError(Exception):

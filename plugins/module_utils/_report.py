@@ -30,6 +30,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact impor
     AtomicArtifactWriter,
     _looks_secret,
 )
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
 
 KINDS = ('restore', 'drill')
@@ -46,12 +47,10 @@ _SUITE_CLASS = 'fleet_telemetry.dr.%s'
 _SECRET_NAMES = ('encryption_key', 'key', 'pgpassword')
 
 
-class ReportError(Exception):
+class ReportError(FleetDrError):
     """A report cannot be written; ``code`` is the stable error code, the message one sentence."""
 
-    def __init__(self, msg, code='report_failed'):
-        super(ReportError, self).__init__(msg)
-        self.code = code
+    code = 'report_failed'
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,11 +82,9 @@ class RestoreError(TransportError):
         super(RestoreError, self).__init__(msg, code=code, **kwargs)
         self.mismatches = list(mismatches or [])
         self.changed = changed
-        self.partial = {}
 
     def to_result(self):
-        result = dict(self.partial)
-        result.update(super(RestoreError, self).to_result())
+        result = super(RestoreError, self).to_result()
         result['mismatches'] = self.mismatches
         result['changed'] = self.changed
         return result

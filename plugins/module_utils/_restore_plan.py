@@ -19,6 +19,7 @@ import os
 import shlex
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp, utc_now
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 
 REPORT_SUBDIR = 'reports'
 HISTORY_NAME = 'restore_history.jsonl'
@@ -43,12 +44,10 @@ STEPS = (
 DESTRUCTIVE_STEPS = ('down', 'up_db', 'restore', 'up_all')
 
 
-class PlanError(Exception):
+class PlanError(FleetDrError):
     """A refusal: one sentence, a code."""
 
-    def __init__(self, msg, code='refused'):
-        super(PlanError, self).__init__(msg)
-        self.code = code
+    code = 'refused'
 
 
 def report_dir(backup_dir, configured=None):

@@ -19,3 +19,12 @@ def keep_result_as_built(module):
     """
     module.add_path_info = _as_built
     return module
+
+
+def fail_with(module, error, **extra):
+    """Fail the module with a ``FleetDrError``: its sentence, ``error_code`` and details, then ``extra``; ``changed`` is
+    false unless the error says otherwise."""
+    result = {'changed': False}
+    result.update(error.to_result())
+    result.update(extra)
+    module.fail_json(**result)

@@ -25,21 +25,22 @@ import os
 import re
 import subprocess
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+
 TRANSPORTS = ('compose', 'direct')
 
 
-class TransportError(Exception):
-    """A failure an operator can act on: ``str(err)`` is one sentence naming the cause and the fix."""
+class TransportError(FleetDrError):
+    """A command or connection failed: one sentence naming the cause and the fix, with the command's rc, stderr and argv."""
 
-    def __init__(self, msg, code='error', rc=None, stderr=None, cmd=None):
-        super(TransportError, self).__init__(msg)
-        self.code = code
+    def __init__(self, msg, code='error', rc=None, stderr=None, cmd=None, **extra):
+        super(TransportError, self).__init__(msg, code=code, **extra)
         self.rc = rc
         self.stderr = stderr
         self.cmd = cmd
 
     def to_result(self):
-        result = {'msg': str(self), 'error_code': self.code}
+        result = super(TransportError, self).to_result()
         if self.rc is not None:
             result['rc'] = self.rc
         if self.stderr:

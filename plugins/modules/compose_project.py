@@ -227,7 +227,9 @@ stderr:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeError, ComposeProject, run_compose_project
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeProject, run_compose_project
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def argument_spec():
@@ -259,11 +261,8 @@ def main():
     try:
         result = run_compose_project(project, state=params['state'], services=params['services'], remove_volumes=params['remove_volumes'],
                                      wait=params['wait'], wait_timeout=params['wait_timeout'], check_mode=module.check_mode)
-    except ComposeError as exc:
-        result = exc.to_result()
-        result.setdefault('changed', False)
-        module.fail_json(**result)
-        return
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

@@ -120,7 +120,9 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import DrillError, summary
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import summary
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def main():
@@ -141,9 +143,8 @@ def main():
     )
     try:
         result = summary(module.params)
-    except DrillError as exc:
-        module.fail_json(changed=False, **exc.to_result())
-        return
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

@@ -189,7 +189,9 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import FORMATS, KINDS, ReportError, write_report
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import FORMATS, KINDS, write_report
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def argument_spec():
@@ -210,9 +212,8 @@ def main():
     try:
         result = write_report(params['report_dir'], params['name'], params['kind'], params['data'], formats=params['formats'],
                               history=params['history'], trend_size=params['trend_size'], check_mode=module.check_mode)
-    except ReportError as exc:
-        module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
-        return
+    except FleetDrError as exc:
+        fail_with(module, exc)
     where = result['markdown_path'] or result['json_path'] or result['junit_path']
     result['msg'] = '%s; report %s' % (result['summary'], where)
     module.exit_json(**result)

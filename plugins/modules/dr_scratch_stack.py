@@ -217,7 +217,9 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _drill
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeError, check_docker
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import check_docker
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def argument_spec():
@@ -236,7 +238,16 @@ def argument_spec():
 
 
 def run(params, check_mode, runner=None):
-    """The module's work, on plain parameters; raises ComposeError (DrillError)."""
+    """The module's work, on plain parameters; raises ComposeError (DrillError), or FleetDrError (bad_destination) when the
+    scratch project's files cannot be written or removed."""
+    try:
+        return _scratch_stack(params, check_mode, runner)
+    except OSError as exc:
+        raise FleetDrError('cannot write or remove the scratch project under %s: %s' % (params['work_dir'], exc.strerror or exc),
+                           code='bad_destination') from None
+
+
+def _scratch_stack(params, check_mode, runner):
     production_name = _drill.production_project_name(params['production_project_src'], params['production_project_name'], runner)
     scratch_name = _drill.scratch_project_name(production_name, params['project_name'])
     prod_cmds = _drill.commands(params['production_project_src'], production_name, runner)
@@ -265,13 +276,8 @@ def main():
                          % module.params['production_project_src'], error_code='bad_option', changed=False)
     try:
         result = run(module.params, module.check_mode)
-    except ComposeError as exc:
-        module.fail_json(changed=False, **exc.to_result())
-        return
-    except OSError as exc:
-        module.fail_json(msg='cannot write or remove the scratch project under %s: %s' % (module.params['work_dir'], exc.strerror or exc),
-                         error_code='bad_destination', changed=False)
-        return
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

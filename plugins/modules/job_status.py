@@ -203,7 +203,7 @@ def renew_lease(lease):
     name = lease_name(lease['run'], lease['database'])
     try:
         acquire_lease(lease['directory'], name, lease['token'], lease['ttl'], '%s of %s' % (lease['run'], lease['database']))
-    except (LockError, OSError) as exc:
+    except LockError as exc:
         return 'the lease %s could not be renewed: %s' % (lease_path(lease['directory'], name), exc)
     return None
 

@@ -245,18 +245,17 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError, NoSpaceError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import BackupRequest, run_backup
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import LockHeldError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
     CONNECTION_REQUIRED_IF,
     connection_argument_spec,
     connection_from_params,
     encryption_key_argument_spec,
+    key_from_params,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES, TransportError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, keep_result_as_built
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 
 
 def main():
@@ -280,7 +279,7 @@ def main():
     keep_result_as_built(module)
     params = module.params
     try:
-        key = parse_key(params['encryption_key']) if params['encryption_key'] else None
+        key = key_from_params(params)
         request = BackupRequest(
             backup_dir=params['backup_dir'], dump_format=params['format'], compression=params['compression'],
             compression_level=params['compression_level'], jobs=params['jobs'], count_tables=params['count_tables'],
@@ -288,16 +287,8 @@ def main():
             key_check_photos=params['key_check_photos'], photo_table=params['photo_table'], prefix=params['name_prefix'],
             check_free_space=params['check_free_space'], dump_client=params['dump_client'])
         result = run_backup(connection_from_params(params), request, check_mode=module.check_mode)
-    except TransportError as exc:
-        module.fail_json(**exc.to_result())
-    except LockHeldError as exc:
-        module.fail_json(msg=str(exc), error_code='lock_held')
-    except NoSpaceError as exc:
-        module.fail_json(msg=str(exc), error_code='disk_full')
-    except ArtifactError as exc:
-        module.fail_json(msg=str(exc), error_code='artifact_error')
-    except PhotoCryptoError as exc:
-        module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key')
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

@@ -321,15 +321,16 @@ timings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
     CONNECTION_REQUIRED_IF,
     connection_argument_spec,
     connection_from_params,
     encryption_key_argument_spec,
+    key_from_params,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import RestoreError, RestoreRequest, run_restore_verify
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import RestoreRequest, run_restore_verify
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 
 
@@ -374,30 +375,18 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    problem = option_problem(params)
-    if problem:
-        module.fail_json(msg=problem, error_code='bad_option', changed=False)
     try:
-        key = parse_key(params['encryption_key'])
-    except PhotoCryptoError as exc:
-        module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key', changed=False)
-        return
-    request = RestoreRequest(
-        artifact=params['artifact'], manifest=params['manifest'], key=key, cipher=params['cipher'],
-        verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
-        photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
-        analyze=params['analyze'], preflight_scan=params['preflight_scan'], restore_client=params['restore_client'])
-    try:
+        problem = option_problem(params)
+        if problem:
+            raise FleetDrError(problem, code='bad_option')
+        request = RestoreRequest(
+            artifact=params['artifact'], manifest=params['manifest'], key=key_from_params(params), cipher=params['cipher'],
+            verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
+            photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
+            analyze=params['analyze'], preflight_scan=params['preflight_scan'], restore_client=params['restore_client'])
         result = run_restore_verify(connection_from_params(params), request, check_mode=module.check_mode)
-    except RestoreError as exc:
-        module.fail_json(**exc.to_result())
-        return
-    except ArtifactError as exc:
-        module.fail_json(msg=str(exc), error_code='artifact_error', changed=False)
-        return
-    except PhotoCryptoError as exc:
-        module.fail_json(msg='%s: check encryption_key and cipher' % exc, error_code='bad_key', changed=False)
-        return
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

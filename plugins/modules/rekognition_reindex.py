@@ -433,25 +433,25 @@ import os
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
     CONNECTION_REQUIRED_IF,
     connection_argument_spec,
     connection_from_params,
     encryption_key_argument_spec,
+    key_from_params,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import PsqlSession
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, parse_key
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import (
     FaceTable,
     PhotoSource,
-    ReindexError,
     Reindexer,
     ReindexRequest,
     client_config,
     locked_run,
     run_lock,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def argument_spec():
@@ -500,7 +500,7 @@ def main():
     params = module.params
     try:
         request = ReindexRequest(
-            collection_id=params['collection_id'], key=parse_key(params['encryption_key']), cipher=params['cipher'],
+            collection_id=params['collection_id'], key=key_from_params(params), cipher=params['cipher'],
             recreate=params['recreate'], tps=params['tps'], concurrency=params['concurrency'], limit=params['limit'],
             key_check_photos=params['key_check_photos'], oversize=params['oversize'], max_faces=params['max_faces'],
             quality_filter=params['quality_filter'], mapping_file=params['mapping_file'], return_face_ids=params['return_face_ids'],
@@ -519,12 +519,8 @@ def main():
                 return Reindexer(request, client, source, face_table, check_mode=module.check_mode, warn=module.warn).run()
 
         result = locked_run(run_lock(lock_dir, params['collection_id'], module.check_mode), reindex)
-    except ReindexError as exc:
-        module.fail_json(**exc.to_result())
-    except TransportError as exc:
-        module.fail_json(**exc.to_result())
-    except PhotoCryptoError as exc:
-        module.fail_json(msg='encryption_key: %s' % exc, error_code='bad_key')
+    except FleetDrError as exc:
+        fail_with(module, exc)
     module.exit_json(**result)
 
 

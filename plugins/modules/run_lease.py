@@ -68,7 +68,7 @@ options:
   stage:
     description:
       - A few words on where the run is, for example C(after down -v; safety dump /var/backups/x/safety/safety_...sql.zst).
-        Kept in the lease until another stage is given; a contender's refusal shows it, and so does RV(lease.abandoned) of the
+        Kept in the lease until another stage is given; a contender's refusal shows it, and so does C(abandoned) in RV(lease) of the
         run that takes over the lease after its run was killed. Never put a secret here.
     type: str
 seealso:
@@ -117,8 +117,10 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import (
-    RUNS, LockError, LockHeldError, acquire_lease, lease_excludes, lease_name, lease_path, release_lease)
+    RUNS, acquire_lease, lease_excludes, lease_name, lease_path, release_lease)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 
 def main():
@@ -145,10 +147,8 @@ def main():
         lease, changed = acquire_lease(params['directory'], name, params['token'], params['ttl'],
                                        '%s of %s' % (params['run'], params['database']), check_mode=module.check_mode,
                                        exclude_locks=lease_excludes(params['run'], params['database']), stage=params['stage'])
-    except LockHeldError as exc:
-        module.fail_json(msg=str(exc), error_code='lock_held', holder=exc.holder, path=path, changed=False)
-    except (LockError, OSError) as exc:
-        module.fail_json(msg='cannot take the lease %s: %s' % (path, exc), error_code='lock_error', path=path, changed=False)
+    except FleetDrError as exc:
+        fail_with(module, exc, path=path)
     msg = 'lease %s held until %s' % (path, lease['expires_at'])
     abandoned = lease.get('abandoned')
     if abandoned:

@@ -18,7 +18,9 @@ import subprocess
 import tempfile
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import CopyScanner, StreamSource, decompress_argv, pass_through
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.commands import pass_through
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.scanner import CopyScanner
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.source import StreamSource, decompress_argv
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import widen_pipe
 
 DEFAULT_PIPE_SIZE = 65536

@@ -1029,7 +1029,11 @@ def parse_toc_tables(toc_text):
 
     A TOC line reads ``<id>; <tableoid> <oid> TABLE DATA <schema> <name> <owner>``; comment lines start with ``;``.
     """
-    tables = set()
+    return sorted(set(table for dummy, table in toc_data_entries(toc_text)))
+
+
+def toc_data_entries(toc_text):
+    """Yield ``(dump id, 'schema.table')`` of each TABLE DATA entry of ``pg_restore -l`` output; the id is a string."""
     for line in toc_text.splitlines():
         line = line.strip()
         if not line or line.startswith(';'):
@@ -1040,8 +1044,7 @@ def parse_toc_tables(toc_text):
         words = rest.split(' ')
         if len(words) < 3:
             continue
-        tables.add('%s.%s' % (words[0], ' '.join(words[1:-1])))
-    return sorted(tables)
+        yield head.split(';', 1)[0].strip(), '%s.%s' % (words[0], ' '.join(words[1:-1]))
 
 
 def _table_in_toc(table, toc_tables):

@@ -325,3 +325,41 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
     return {'data': data, 'msg': msg, 'recovery': recovery, 'stats': stats, 'name': report_name(started),
             'status': data['status'], 'destroyed': destroyed, 'report_dir': reports,
             'history_path': os.path.join(reports, HISTORY_NAME) if reports and history else None}
+
+
+# The keys of ``results`` the report reads: every step's registered result, and the safety check's.
+RESULT_KEYS = tuple(key for key, dummy in STEPS) + ('safety_check',)
+
+
+def results_problem(results):
+    """A sentence when the role's ``results`` do not name exactly the steps of ``STEPS`` (and the safety check), else None."""
+    missing = [key for key in RESULT_KEYS if key not in results]
+    unknown = sorted(key for key in results if key not in RESULT_KEYS)
+    if not (missing or unknown):
+        return None
+    return ('the restore report got results for %s: they must be exactly %s%s%s' % (
+        ', '.join(sorted(results)) or 'no step', ', '.join(RESULT_KEYS),
+        '; missing %s' % ', '.join(missing) if missing else '', '; unknown %s' % ', '.join(unknown) if unknown else ''))
+
+
+def plan(args, check_mode=False, now=None):
+    """The result of the role's ``restore_plan`` task: ``stage=safety`` decides about the safety dump, ``stage=report``
+    builds the report (``args`` are the task's validated arguments)."""
+    if args['stage'] == 'safety':
+        also_removed = other_volumes_problem(args['other_volumes'], args['remove_other_volumes'], args['orphans'])
+        decision = safety_decision(args['db_check'], args['volumes'], args['unreachable'], mounts=args['mounts'])
+        if also_removed:
+            decision['note'] = '%s; %s' % (decision['note'], also_removed)
+        return dict(decision, msg=decision['note'], also_removed=also_removed)
+    problem = results_problem(args['results'])
+    if problem:
+        raise PlanError(problem, code='bad_option')
+    failed_step = find_failed_step(args['results'], args['failed_task'] or 'unknown') if args['failed'] else None
+    try:
+        return build_report(args['results'], args['started_at'], check_mode=check_mode, failed_step=failed_step,
+                            failed_msg=args['failed_msg'], confirmed=args['confirmed'], database=args['database'],
+                            target=args['target'], inventory=args['inventory'], playbook=args['playbook'], limit=args['limit'],
+                            now=now, backup_dir=args['backup_dir'], configured_report_dir=args['report_dir'],
+                            history=args['history'])
+    except ValueError as exc:
+        raise PlanError('started_at: %s' % exc, code='bad_option') from None

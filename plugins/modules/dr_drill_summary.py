@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -17,12 +16,20 @@ description:
     restore role computes it; none without a manifest.
   - Also says where the report goes (RV(report_name), RV(report_dir), RV(history_path)), for M(fleet_telemetry.dr.dr_report).
   - Reads and writes nothing; the role of the drill calls it in its C(always) section, after the teardown.
+  - An action that runs on the controller only - no module runs on the host.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - fleet_telemetry.dr._attributes
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details:
@@ -117,36 +124,3 @@ error_code:
   returned: failure
   type: str
 """
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import summary
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            marks=dict(type='dict', required=True),
-            artifact=dict(type='dict', default={}),
-            stack=dict(type='dict', default={}),
-            restore=dict(type='dict', default={}),
-            failure=dict(type='dict'),
-            teardown=dict(type='dict'),
-            database=dict(type='str'),
-            backup_dir=dict(type='path'),
-            report_dir=dict(type='path'),
-            history=dict(type='path'),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        result = summary(module.params)
-    except FleetDrError as exc:
-        fail_with(module, exc)
-    module.exit_json(**result)
-
-
-if __name__ == '__main__':
-    main()

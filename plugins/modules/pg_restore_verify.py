@@ -329,7 +329,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     encryption_key_argument_spec,
     key_from_params,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import RestoreRequest, run_restore_verify
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.run import RestoreRequest, run_restore_verify
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -10,6 +9,8 @@ short_description: The decisions of the restore role - safety dump or not, the r
 version_added: 0.1.0
 description:
   - Used by the role C(fleet_telemetry.dr.restore); it reads only the results of the role's other tasks and changes nothing.
+  - An action that runs on the controller only - no module runs on the host - so the report's times (RTO, RPO) come from
+    the same clock as the role's C(started_at).
   - O(stage=safety) decides about the safety dump of the current database from the check-mode result of
     M(fleet_telemetry.dr.pg_logical_backup) (O(db_check)), the volumes C(down -v) would remove (O(volumes)) and the other
     mounts that hold the database's cluster (O(mounts)). When the database answers, a safety dump is taken. When it does
@@ -17,24 +18,36 @@ description:
     and the restore goes on without one. When it does not answer but a volume or mount exists, the task fails unless
     O(unreachable=force), because its data would be lost without a safety dump. Any other failure of the check (wrong
     password, missing database) fails the task, naming the setting.
-  - O(stage=report) builds the report data for M(fleet_telemetry.dr.dr_report) from O(results), the failure message of a
+  - O(stage=report) builds the report data for M(fleet_telemetry.dr.dr_report) from O(results) - the registered result of
+    each step, by the step's key (exactly the keys of the role's steps; any other set fails with RV(error_code=bad_option)) -
+    the failure message of a
     failed run and, when the failure came after C(down -v), the way back - the safety dump's path and the exact
     C(ansible-playbook) command that restores it - and the C(set_stats) facts.
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.flow
   - fleet_telemetry.dr._attributes
 attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
   check_mode:
     support: full
     details:
-      - The module changes nothing; in check mode O(stage=report) words the report as what a run would do.
+      - It changes nothing; in check mode O(stage=report) words the report as what a run would do.
   diff_mode:
     support: none
   idempotent:
     support: full
     details:
       - RV(changed) is always V(false).
+  platform:
+    platforms: all
 options:
   stage:
     description: Which decision.
@@ -90,7 +103,7 @@ options:
     description:
       - With O(stage=report), the registered results of the role's steps under the keys C(artifact), C(preflight),
         C(confirm), C(safety_check), C(safety_plan) (the result of O(stage=safety)), C(safety), C(down), C(up_db),
-        C(restore) and C(up_all).
+        C(restore) and C(up_all) - exactly these.
       - In check mode C(safety_check) (the check-mode run of M(fleet_telemetry.dr.pg_logical_backup)) stands for the safety
         dump that a real run would take.
     type: dict
@@ -162,8 +175,16 @@ EXAMPLES = r"""
     failed_msg: "{{ ansible_failed_result.msg }}"
     started_at: "{{ _restore_started_at }}"
     results:
+      artifact: "{{ _restore_artifact | default({}) }}"
+      preflight: "{{ _restore_preflight | default({}) }}"
+      confirm: "{{ _restore_confirm | default({}) }}"
+      safety_check: "{{ _restore_db_check | default({}) }}"
+      safety_plan: "{{ _restore_safety_plan | default({}) }}"
       safety: "{{ _restore_safety | default({}) }}"
+      down: "{{ _restore_down | default({}) }}"
+      up_db: "{{ _restore_up_db | default({}) }}"
       restore: "{{ _restore_result | default({}) }}"
+      up_all: "{{ _restore_up_all | default({}) }}"
     inventory: "{{ inventory_file }}"
     limit: "{{ inventory_hostname }}"
 """
@@ -230,71 +251,3 @@ stats:
   returned: O(stage=report)
   type: dict
 """
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import (
-    PlanError,
-    build_report,
-    find_failed_step,
-    other_volumes_problem,
-    safety_decision,
-)
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            stage=dict(type='str', choices=['safety', 'report'], required=True),
-            db_check=dict(type='dict', default={}),
-            volumes=dict(type='list', elements='str', default=[]),
-            mounts=dict(type='list', elements='str', default=[]),
-            other_volumes=dict(type='list', elements='str', default=[]),
-            orphans=dict(type='list', elements='str', default=[]),
-            remove_other_volumes=dict(type='bool', default=False),
-            unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
-            results=dict(type='dict', default={}),
-            started_at=dict(type='str'),
-            failed_task=dict(type='str'),
-            failed_msg=dict(type='str'),
-            failed=dict(type='bool', default=False),
-            confirmed=dict(type='bool', default=False),
-            database=dict(type='str'),
-            target=dict(type='dict', default={}),
-            inventory=dict(type='str'),
-            playbook=dict(type='str', default='playbooks/restore.yml'),
-            limit=dict(type='str'),
-            backup_dir=dict(type='path'),
-            report_dir=dict(type='path'),
-            history=dict(type='bool', default=True),
-        ),
-        required_if=[('stage', 'report', ['started_at'])],
-        supports_check_mode=True,
-    )
-    params = module.params
-    if params['stage'] == 'safety':
-        try:
-            also_removed = other_volumes_problem(params['other_volumes'], params['remove_other_volumes'], params['orphans'])
-            decision = safety_decision(params['db_check'], params['volumes'], params['unreachable'], mounts=params['mounts'])
-        except PlanError as exc:
-            module.fail_json(msg=str(exc), error_code=exc.code, changed=False)
-            return
-        if also_removed:
-            decision['note'] = '%s; %s' % (decision['note'], also_removed)
-        module.exit_json(changed=False, msg=decision['note'], also_removed=also_removed, **decision)
-        return
-    failed_step = find_failed_step(params['results'], params['failed_task'] or 'unknown') if params['failed'] else None
-    try:
-        report = build_report(params['results'], params['started_at'], check_mode=module.check_mode, failed_step=failed_step,
-                              failed_msg=params['failed_msg'], confirmed=params['confirmed'], database=params['database'],
-                              target=params['target'], inventory=params['inventory'], playbook=params['playbook'],
-                              limit=params['limit'], backup_dir=params['backup_dir'], configured_report_dir=params['report_dir'],
-                              history=params['history'])
-    except ValueError as exc:
-        module.fail_json(msg='started_at: %s' % exc, error_code='bad_option', changed=False)
-        return
-    module.exit_json(changed=False, **report)
-
-
-if __name__ == '__main__':
-    main()

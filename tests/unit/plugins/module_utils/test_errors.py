@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import (
-    _artifact, _compose, _drill, _errors, _lock, _photo_crypto, _rekognition, _report, _restore, _restore_plan, _results,
+    _artifact, _compose, _drill, _errors, _lock, _photo_crypto, _rekognition, _report, _restore_plan, _results,
     _transport)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import errors as _restore
 
 
 @pytest.mark.parametrize('error, code', [

@@ -14,8 +14,16 @@ import subprocess
 
 import pytest
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _photos, _restore, _transport
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _pg, _photos, _transport
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import commands as _commands
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import names as _names
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import preflight as _preflight
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import run as _run
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import scanner as _scanner
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import source as _source
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import verify as _verify
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -51,7 +59,7 @@ def make_dump(key=KEY, photos=3, audit=5, clean=True, trailer=True, cipher='aes-
 
 
 def scan_bytes(data, chunk, **kwargs):
-    scanner = _restore.CopyScanner(**kwargs)
+    scanner = _scanner.CopyScanner(**kwargs)
     for i in range(0, len(data), chunk):
         scanner.feed(data[i:i + chunk])
     return scanner.finish()
@@ -69,7 +77,7 @@ def scan_bytes(data, chunk, **kwargs):
     ('"my.schema"."Photo"', '.', ['my.schema', 'Photo']),
 ])
 def test_split_identifiers(text, sep, expected):
-    assert _restore.split_identifiers(text, sep) == expected
+    assert _names.split_identifiers(text, sep) == expected
 
 
 @pytest.mark.parametrize('name, sql, expected', [
@@ -81,7 +89,7 @@ def test_split_identifiers(text, sep, expected):
     ('"app"."photo"', True, 'app.photo'),
 ])
 def test_normalize_table(name, sql, expected):
-    assert _restore.normalize_table(name, sql=sql) == expected
+    assert _names.normalize_table(name, sql=sql) == expected
 
 
 @pytest.mark.parametrize('line, expected', [
@@ -93,7 +101,7 @@ def test_normalize_table(name, sql, expected):
     (b'-- COPY public.photo (id) FROM stdin;', None),
 ])
 def test_parse_copy_header(line, expected):
-    assert _restore.parse_copy_header(line) == expected
+    assert _names.parse_copy_header(line) == expected
 
 
 @pytest.mark.parametrize('field, expected', [
@@ -105,7 +113,7 @@ def test_parse_copy_header(line, expected):
     (b'trailing\\', b'trailing\\'),
 ])
 def test_copy_unescape(field, expected):
-    assert _restore.copy_unescape(field) == expected
+    assert _names.copy_unescape(field) == expected
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -115,13 +123,13 @@ def test_copy_unescape(field, expected):
     (b'abc\\\\\\000\\377', b'abc\\\x00\xff'),
 ])
 def test_decode_bytea(text, expected):
-    assert _restore.decode_bytea(text) == expected
+    assert _names.decode_bytea(text) == expected
 
 
 @pytest.mark.parametrize('text', [b'\\x0', b'\\xzz', b'bad\\9'])
 def test_decode_bytea_rejects_garbage(text):
     with pytest.raises(ValueError):
-        _restore.decode_bytea(text)
+        _names.decode_bytea(text)
 
 
 @pytest.mark.parametrize('field, expected', [
@@ -131,12 +139,12 @@ def test_decode_bytea_rejects_garbage(text):
     (b'ab\\\\\\\\c', b'ab\\c'),        # escape-format bytea of ab\c
 ])
 def test_copy_bytea(field, expected):
-    assert _restore.copy_bytea(field) == expected
+    assert _names.copy_bytea(field) == expected
 
 
 def test_copy_bytea_round_trips_random_bytes():
     data = os.urandom(4096)
-    assert _restore.copy_bytea(b'\\\\x' + binascii.hexlify(data)) == data
+    assert _names.copy_bytea(b'\\\\x' + binascii.hexlify(data)) == data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +180,7 @@ def test_scanner_samples_photos(chunk):
     assert [s[0] for s in result['samples']] == [1, 2, 3]
     assert result['counts']['photo'] == 5
     assert result['sample_table_seen']
-    assert _restore.check_photos(result['samples'], KEY, 'aes-256-gcm')['failed'] == 0
+    assert _photos.check_photos(result['samples'], KEY, 'aes-256-gcm')['failed'] == 0
 
 
 def test_scanner_reports_missing_photo_columns():
@@ -184,9 +192,9 @@ def test_scanner_reports_missing_photo_columns():
 
 def test_scanner_sampled_stops_early_reading():
     data = make_dump(photos=6, audit=2000)
-    scanner = _restore.CopyScanner('photo', 2)
+    scanner = _scanner.CopyScanner('photo', 2)
     chunks = iter([data[i:i + 256] for i in range(0, len(data), 256)])
-    at_end = _restore.scan_reader(lambda size: next(chunks, b''), scanner, stop_when_sampled=True)
+    at_end = _scanner.scan_reader(lambda size: next(chunks, b''), scanner, stop_when_sampled=True)
     assert at_end is False
     assert len(scanner.finish()['samples']) == 2
     assert next(chunks, None) is not None
@@ -200,13 +208,13 @@ def test_truncated_at_any_line_boundary_is_caught():
     data = make_dump(photos=3, audit=4)
     whole = scan_bytes(data, 4096)
     manifest = {'photo': 3, 'audit_log': 4}
-    assert _restore.completeness_problems(whole, manifest) == []
+    assert _scanner.completeness_problems(whole, manifest) == []
     for cut in _line_boundaries(data)[:-1]:
         part = data[:cut]
         result = scan_bytes(part, 97)
         if b'-- PostgreSQL database dump complete\n' in part:
             continue
-        problems = _restore.completeness_problems(result, manifest)
+        problems = _scanner.completeness_problems(result, manifest)
         assert problems, 'a dump cut after byte %d passed' % cut
         assert problems[0]['kind'] == 'truncated'
 
@@ -217,7 +225,7 @@ def test_truncated_inside_a_block_names_the_table_and_the_count_differs():
     result = scan_bytes(data[:cut], 10)
     assert result['incomplete_table'] == 'audit_log'
     assert result['rows_in_incomplete_table'] == 2
-    problems = _restore.completeness_problems(result, {'audit_log': 4, 'photo': 3})
+    problems = _scanner.completeness_problems(result, {'audit_log': 4, 'photo': 3})
     kinds = [(p['kind'], p.get('table'), p.get('actual')) for p in problems]
     assert ('truncated', 'audit_log', None) in kinds
     assert ('row_count', 'audit_log', None) in kinds
@@ -226,7 +234,7 @@ def test_truncated_inside_a_block_names_the_table_and_the_count_differs():
 
 def test_count_mismatch_with_the_manifest_is_caught():
     result = scan_bytes(make_dump(photos=3), 4096)
-    problems = _restore.completeness_problems(result, {'photo': 4, 'public.audit_log': 5})
+    problems = _scanner.completeness_problems(result, {'photo': 4, 'public.audit_log': 5})
     assert problems == [{'kind': 'row_count', 'table': 'photo', 'expected': 4, 'actual': 3, 'where': 'dump',
                          'msg': 'the dump holds 3 rows of photo, the manifest says 4'}]
 
@@ -262,8 +270,8 @@ needs_zstd = pytest.mark.skipif(shutil.which('zstd') is None, reason='zstd is no
 @pytest.mark.parametrize('compression', ['none', 'gzip', pytest.param('zstd', marks=needs_zstd)])
 def test_scan_plain_streams_each_compression(tmp_path, compression):
     path = _write_plain(tmp_path, make_dump(photos=4), compression)
-    assert _restore.detect_compression(path) == compression
-    result = _restore.scan_plain(path, compression, 'photo', 2, full=True, chunk_size=100)
+    assert _source.detect_compression(path) == compression
+    result = _source.scan_plain(path, compression, 'photo', 2, full=True, chunk_size=100)
     assert result['read_to_end'] and result['complete']
     assert result['counts']['photo'] == 4
     assert len(result['samples']) == 2
@@ -272,7 +280,7 @@ def test_scan_plain_streams_each_compression(tmp_path, compression):
 @pytest.mark.parametrize('compression', ['gzip', pytest.param('zstd', marks=needs_zstd)])
 def test_scan_plain_stops_the_decompressor_early(tmp_path, compression):
     path = _write_plain(tmp_path, make_dump(photos=4, audit=50000), compression)
-    result = _restore.scan_plain(path, compression, 'photo', 2, full=False, chunk_size=4096)
+    result = _source.scan_plain(path, compression, 'photo', 2, full=False, chunk_size=4096)
     assert len(result['samples']) == 2
     assert result['read_to_end'] is False
 
@@ -281,8 +289,8 @@ def test_scan_plain_fails_on_a_damaged_gzip(tmp_path):
     path = tmp_path / 'backup.sql.gz'
     blob = gzip.compress(make_dump(audit=20000))
     path.write_bytes(blob[:len(blob) // 2])
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.scan_plain(str(path), 'gzip', full=True)
+    with pytest.raises(RestoreError) as err:
+        _source.scan_plain(str(path), 'gzip', full=True)
     assert err.value.code == 'artifact_unreadable'
     assert 'gzip' in str(err.value)
 
@@ -294,7 +302,7 @@ def test_scan_plain_fails_on_a_damaged_gzip(tmp_path):
     ('zstd', ['zstd', '-dcq', '--', '/b/x.sql.gz']),
 ])
 def test_decompress_argv(compression, expected):
-    assert _restore.decompress_argv(compression, '/b/x.sql.gz') == expected
+    assert _source.decompress_argv(compression, '/b/x.sql.gz') == expected
 
 
 TOC_LIST = ('; Archive created at 2026-01-31 02:00:05 UTC\n'
@@ -305,7 +313,7 @@ TOC_LIST = ('; Archive created at 2026-01-31 02:00:05 UTC\n'
 
 
 def test_toc_data_ids():
-    assert _restore.toc_data_ids(TOC_LIST) == {'photo': 3433, 'audit_log': 3437, 'app.photo': 3440}
+    assert _source.toc_data_ids(TOC_LIST) == {'photo': 3433, 'audit_log': 3437, 'app.photo': 3440}
 
 
 def _toc_dat(*copy_lines):
@@ -318,7 +326,7 @@ def _toc_dat(*copy_lines):
 
 def test_toc_copy_headers():
     toc = _toc_dat(b'COPY public.photo (id, vehicle_id, data, note) FROM stdin;\n', b'COPY public.audit_log (id, actor) FROM stdin;\n')
-    headers = _restore.toc_copy_headers(toc)
+    headers = _source.toc_copy_headers(toc)
     assert headers['photo'] == b'COPY public.photo (id, vehicle_id, data, note) FROM stdin;'
     assert set(headers) == {'photo', 'audit_log'}
 
@@ -340,23 +348,23 @@ def test_scan_directory_table_reads_the_data_file_through_the_toc(tmp_path):
         calls.append(path)
         return 0, TOC_LIST, ''
 
-    result = _restore.scan_directory_table(directory, 'photo', 3, toc_runner)
+    result = _source.scan_directory_table(directory, 'photo', 3, toc_runner)
     assert calls == [directory]
     assert [s[0] for s in result['samples']] == [1, 2, 3]
-    assert _restore.check_photos(result['samples'], KEY, 'aes-256-gcm')['failed'] == 0
+    assert _photos.check_photos(result['samples'], KEY, 'aes-256-gcm')['failed'] == 0
 
 
 def test_scan_directory_table_without_the_table(tmp_path):
     directory = _directory_archive(tmp_path)
-    result = _restore.scan_directory_table(directory, 'nosuch', 3, lambda path: (0, TOC_LIST, ''))
+    result = _source.scan_directory_table(directory, 'nosuch', 3, lambda path: (0, TOC_LIST, ''))
     assert result['samples'] == [] and not result['sample_table_seen']
 
 
 def test_scan_directory_table_missing_data_file(tmp_path):
     directory = _directory_archive(tmp_path)
     os.remove(os.path.join(directory, '3433.dat.gz'))
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.scan_directory_table(directory, 'photo', 3, lambda path: (0, TOC_LIST, ''))
+    with pytest.raises(RestoreError) as err:
+        _source.scan_directory_table(directory, 'photo', 3, lambda path: (0, TOC_LIST, ''))
     assert err.value.code == 'artifact_unreadable'
     assert '3433.dat' in str(err.value)
 
@@ -383,7 +391,7 @@ def _checks(reasons, checked=None):
     (_checks(['authentication_failed'], checked=5), False, True, 'photo_corrupt', 'damaged'),
 ])
 def test_photo_verdict(checks, matched, seen, code, setting):
-    verdict = _restore.photo_verdict(checks, 'aes-256-gcm', 'photo', fingerprint_matched=matched, table_seen=seen)
+    verdict = _preflight.photo_verdict(checks, 'aes-256-gcm', 'photo', fingerprint_matched=matched, table_seen=seen)
     if code is None:
         assert verdict is None
     else:
@@ -401,7 +409,7 @@ def test_photo_verdict(checks, matched, seen, code, setting):
     ({'key_fingerprint': 'v2:' + 'ab' * 16}, 'aes-256-gcm', None),
 ])
 def test_fingerprint_problem(manifest, cipher, code):
-    problem = _restore.fingerprint_problem(KEY, cipher, manifest)
+    problem = _preflight.fingerprint_problem(KEY, cipher, manifest)
     if code is None:
         assert problem is None
     else:
@@ -430,15 +438,15 @@ def _plain_artifact(tmp_path, data, fingerprint=None, cipher=None, counts=None):
 def test_key_preflight_on_a_plain_artifact(tmp_path, key, cipher, fingerprint, data_cipher, code):
     artifact = _plain_artifact(tmp_path, make_dump(photos=4, cipher=data_cipher), fingerprint=fingerprint)
     if code is None:
-        result = _restore.key_preflight(key, cipher, artifact=artifact, sample=3)
+        result = _preflight.key_preflight(key, cipher, artifact=artifact, sample=3)
         assert result['photos_checked'] == 3 and result['photos_failed'] == 0
         assert result['fingerprint'] == key_fingerprint(key)
         assert result['fingerprint_checked'] is bool(fingerprint)
         assert all(isinstance(s[1], bytes) for s in result['scan']['samples'])
-        assert 'samples' not in repr(_restore.public_preflight(result))
+        assert 'samples' not in repr(_preflight.public_preflight(result))
     else:
-        with pytest.raises(_restore.RestoreError) as err:
-            _restore.key_preflight(key, cipher, artifact=artifact, sample=3)
+        with pytest.raises(RestoreError) as err:
+            _preflight.key_preflight(key, cipher, artifact=artifact, sample=3)
         assert err.value.code == code
         assert str(err.value).endswith('nothing was written')
         assert err.value.mismatches
@@ -447,18 +455,18 @@ def test_key_preflight_on_a_plain_artifact(tmp_path, key, cipher, fingerprint, d
 
 def test_key_preflight_without_photos(tmp_path):
     artifact = _plain_artifact(tmp_path, make_dump(photos=0))
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=3)
+    with pytest.raises(RestoreError) as err:
+        _preflight.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=3)
     assert err.value.code == 'no_photos'
     assert 'photo_table' in str(err.value)
-    result = _restore.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=0)
+    result = _preflight.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=0)
     assert result['photos_checked'] == 0
 
 
 def test_key_preflight_on_another_photo_table(tmp_path):
     artifact = _plain_artifact(tmp_path, make_dump())
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, photo_table='nosuch', sample=3)
+    with pytest.raises(RestoreError) as err:
+        _preflight.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, photo_table='nosuch', sample=3)
     assert err.value.code == 'no_photos' and 'nosuch' in str(err.value)
 
 
@@ -466,8 +474,8 @@ def test_key_preflight_one_damaged_photo(tmp_path):
     rows = _photo_rows(KEY, 4)
     rows[1] = rows[1][:-30] + (b'0' if rows[1][-30:-29] != b'0' else b'1') + rows[1][-29:]
     artifact = _plain_artifact(tmp_path, make_dump(photo_rows=rows))
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=4)
+    with pytest.raises(RestoreError) as err:
+        _preflight.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=4)
     assert err.value.code == 'photo_corrupt'
     assert err.value.mismatches[0]['id'] == 2
 
@@ -475,10 +483,10 @@ def test_key_preflight_one_damaged_photo(tmp_path):
 def test_key_preflight_full_scan_counts_a_runbook_dump(tmp_path):
     artifact = _plain_artifact(tmp_path, make_dump(photos=4, audit=9))
     artifact['manifest'] = None
-    result = _restore.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=2, full_scan=True)
+    result = _preflight.key_preflight(KEY, 'aes-256-gcm', artifact=artifact, sample=2, full_scan=True)
     assert result['scan']['read_to_end']
     assert result['scan']['counts'] == {'audit_log': 9, 'photo': 4, 'app.Odd "Name"': 0}
-    assert _restore.public_preflight(result)['dump']['counts']['audit_log'] == 9
+    assert _preflight.public_preflight(result)['dump']['counts']['audit_log'] == 9
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,7 +501,7 @@ def test_key_preflight_full_scan_counts_a_runbook_dump(tmp_path):
     ({}, {'photo': 1}, []),
 ])
 def test_compare_counts(expected, actual, bad):
-    tables, mismatches = _restore.compare_counts(expected, actual)
+    tables, mismatches = _verify.compare_counts(expected, actual)
     assert [t['table'] for t in tables if not t['ok']] == bad
     assert [m['table'] for m in mismatches] == bad
     assert all(m['kind'] == 'row_count' and m['where'] == 'database' for m in mismatches)
@@ -501,21 +509,21 @@ def test_compare_counts(expected, actual, bad):
 
 
 def test_compare_counts_missing_table_message():
-    dummy, mismatches = _restore.compare_counts({'photo': 3}, {})
+    dummy, mismatches = _verify.compare_counts({'photo': 3}, {})
     assert mismatches[0]['actual'] is None
     assert mismatches[0]['msg'] == 'photo has no table and no rows, 3 expected'
 
 
 def test_expected_counts_manifest_wins_over_dump():
-    expected, sources = _restore.expected_counts({'public.photo': 3, 'audit_log': 5}, {'photo': 3, 'audit_log': 5, 'vehicle': 2})
+    expected, sources = _verify.expected_counts({'public.photo': 3, 'audit_log': 5}, {'photo': 3, 'audit_log': 5, 'vehicle': 2})
     assert expected == {'public.photo': 3, 'audit_log': 5, 'vehicle': 2}
     assert sources == {'public.photo': 'manifest', 'audit_log': 'manifest', 'vehicle': 'dump'}
-    assert _restore.expected_counts(None, None) == ({}, {})
+    assert _verify.expected_counts(None, None) == ({}, {})
 
 
 @pytest.mark.parametrize('total, sample, every', [(1000, 0, 1), (1000, 100, 10), (50, 100, 1), (1000, 300, 3), (0, 10, 1)])
 def test_photo_sample_every(total, sample, every):
-    assert _restore.photo_sample_every(total, sample) == every
+    assert _verify.photo_sample_every(total, sample) == every
 
 
 def binary_copy(rows):
@@ -552,7 +560,7 @@ class _FakeSession(object):
 
     def query(self, sql):
         self.queries.append(sql)
-        if sql == _restore.USER_TABLES_QUERY:
+        if sql == _pg.USER_TABLES_QUERY:
             return [[t] for t in sorted(self.counts)]
         if sql.startswith('SELECT \'') and 'count(*)' in sql:
             return [[t, str(self.counts[t])] for t in self.counts if "'%s'" % t in sql]
@@ -566,15 +574,15 @@ def test_verify_database_counts_photos_and_analyze():
     photos[2] = (3, encrypt(OTHER_KEY, PNG))
     session = _FakeSession({'photo': 5, 'audit_log': 4}, photos)
     reader = _CopyReader(photos)
-    result, mismatches = _restore.verify_database(session, reader, {'photo': 5, 'audit_log': 5, 'gone': 1}, {}, KEY, 'aes-256-gcm',
-                                                  analyze=True)
+    result, mismatches = _verify.verify_database(session, reader, {'photo': 5, 'audit_log': 5, 'gone': 1}, {}, KEY, 'aes-256-gcm',
+                                                 analyze=True)
     assert reader.calls == [{'table': 'photo', 'limit': None, 'sample_every': None}]
     assert result['photos']['checked'] == 5 and result['photos']['failed'] == 1
     assert result['photos']['sample'] == 'all' and result['photos']['total'] == 5
     assert result['analyzed'] and session.queries[-1] == 'ANALYZE'
     assert [(m['kind'], m.get('table'), m.get('id')) for m in mismatches] == [
         ('row_count', 'audit_log', None), ('row_count', 'gone', None), ('photo', None, 3)]
-    sentence = _restore.verify_failure_sentence(result, mismatches, 'aes-256-gcm')
+    sentence = _verify.verify_failure_sentence(result, mismatches, 'aes-256-gcm')
     assert 'audit_log has 4 rows, 5 expected' in sentence and '1 of 5 photos' in sentence
 
 
@@ -582,7 +590,7 @@ def test_verify_database_photo_sample_is_spread():
     photos = [(i, encrypt(KEY, PNG)) for i in range(1, 101)]
     session = _FakeSession({'photo': 100}, photos)
     reader = _CopyReader(photos)
-    result, mismatches = _restore.verify_database(session, reader, {'photo': 100}, {}, KEY, 'aes-256-gcm', photo_sample=10)
+    result, mismatches = _verify.verify_database(session, reader, {'photo': 100}, {}, KEY, 'aes-256-gcm', photo_sample=10)
     assert mismatches == []
     assert result['photos']['checked'] == 10
     assert reader.calls == [{'table': 'photo', 'limit': 10, 'sample_every': 10}]
@@ -623,15 +631,15 @@ def test_parse_binary_copy_refuses_a_cut_or_foreign_stream(cut):
     ('directory', True, False, False),
 ])
 def test_needs_schema_reset(fmt, clean, drops, reset):
-    assert _restore.needs_schema_reset(fmt, clean, drops) is reset
+    assert _commands.needs_schema_reset(fmt, clean, drops) is reset
 
 
 def test_schema_reset_sql_per_version():
-    assert 'AUTHORIZATION pg_database_owner' in _restore.schema_reset_sql(150018)
-    assert 'GRANT USAGE ON SCHEMA public TO PUBLIC' in _restore.schema_reset_sql(150018)
-    old = _restore.schema_reset_sql(140010)
+    assert 'AUTHORIZATION pg_database_owner' in _commands.schema_reset_sql(150018)
+    assert 'GRANT USAGE ON SCHEMA public TO PUBLIC' in _commands.schema_reset_sql(150018)
+    old = _commands.schema_reset_sql(140010)
     assert 'pg_database_owner' not in old and 'GRANT ALL ON SCHEMA public TO PUBLIC' in old
-    assert _restore.schema_reset_sql(150018).startswith('DROP SCHEMA IF EXISTS public CASCADE;')
+    assert _commands.schema_reset_sql(150018).startswith('DROP SCHEMA IF EXISTS public CASCADE;')
 
 
 @pytest.mark.parametrize('transport, fmt, clean, jobs, source, tail', [
@@ -644,7 +652,7 @@ def test_schema_reset_sql_per_version():
     ('direct', 'custom', True, 0, 'path', ['--clean', '--if-exists', '--single-transaction']),
 ])
 def test_archive_restore_plan(transport, fmt, clean, jobs, source, tail):
-    plan = _restore.archive_restore_plan(transport, fmt, clean, jobs)
+    plan = _commands.archive_restore_plan(transport, fmt, clean, jobs)
     assert plan['source'] == source
     assert plan['args'] == ['--exit-on-error', '--no-owner'] + tail
     assert plan['single_transaction'] is ('--single-transaction' in tail)
@@ -673,15 +681,15 @@ def _compose_conn(password='s3cret'):
 def test_restore_argv_over_compose_without_secrets():
     runner = _compose_runner([])
     conn = _compose_conn()
-    psql = _restore.plain_restore_argv(conn, runner)
+    psql = _commands.plain_restore_argv(conn, runner)
     assert psql == ['docker', 'exec', '-i', '-e', 'PGPASSWORD', '-e', 'PGCONNECT_TIMEOUT', 'c0ffee', 'psql', '-U', 'u', '-d', 'd',
                     '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-']
     assert '--single-transaction' not in psql
-    stdin_plan = _restore.archive_restore_plan('compose', 'custom', True, 1)
-    argv = _restore.archive_restore_argv(conn, stdin_plan, None, runner)
+    stdin_plan = _commands.archive_restore_plan('compose', 'custom', True, 1)
+    argv = _commands.archive_restore_argv(conn, stdin_plan, None, runner)
     assert argv[:3] == ['docker', 'exec', '-i'] and argv[-1] == '--single-transaction'
-    copy_plan = _restore.archive_restore_plan('compose', 'directory', True, 2)
-    argv = _restore.archive_restore_argv(conn, copy_plan, '/tmp/x/archive', runner)
+    copy_plan = _commands.archive_restore_plan('compose', 'directory', True, 2)
+    argv = _commands.archive_restore_argv(conn, copy_plan, '/tmp/x/archive', runner)
     assert argv[2] != '-i' and argv[-2:] == ['--jobs=2', '/tmp/x/archive']
     assert 's3cret' not in repr(psql) + repr(argv)
 
@@ -689,10 +697,10 @@ def test_restore_argv_over_compose_without_secrets():
 def test_restore_argv_direct():
     conn = _transport.Connection(transport='direct', host='127.0.0.1', port=5433, user='u', database='d', password='pw',
                                  bin_dir='/opt/pg/bin')
-    assert _restore.plain_restore_argv(conn) == ['/opt/pg/bin/psql', '-h', '127.0.0.1', '-p', '5433', '-U', 'u', '-d', 'd',
-                                                 '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-']
-    plan = _restore.archive_restore_plan('direct', 'custom', True, 2)
-    assert _restore.archive_restore_argv(conn, plan, '/b/a.dump') == [
+    assert _commands.plain_restore_argv(conn) == ['/opt/pg/bin/psql', '-h', '127.0.0.1', '-p', '5433', '-U', 'u', '-d', 'd',
+                                                  '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-']
+    plan = _commands.archive_restore_plan('direct', 'custom', True, 2)
+    assert _commands.archive_restore_argv(conn, plan, '/b/a.dump') == [
         '/opt/pg/bin/pg_restore', '-h', '127.0.0.1', '-p', '5433', '-U', 'u', '-d', 'd',
         '--exit-on-error', '--no-owner', '--clean', '--if-exists', '--jobs=2', '/b/a.dump']
 
@@ -700,11 +708,11 @@ def test_restore_argv_direct():
 @pytest.mark.parametrize('table, selectors', [('photo', ['-t', 'photo']), ('app.photo', ['-n', 'app', '-t', 'photo'])])
 def test_table_data_argv(table, selectors):
     calls = []
-    argv, stdin = _restore.table_data_argv(_compose_conn(), '/b/a.dump', table, _compose_runner(calls))
+    argv, stdin = _source.table_data_argv(_compose_conn(), '/b/a.dump', table, _compose_runner(calls))
     assert argv == ['docker', 'exec', '-i', 'c0ffee', 'pg_restore', '-a'] + selectors + ['-f', '-']
     assert stdin == '/b/a.dump'
     direct = _transport.Connection(transport='direct', database='d')
-    argv, stdin = _restore.table_data_argv(direct, '/b/a.dump', table)
+    argv, stdin = _source.table_data_argv(direct, '/b/a.dump', table)
     assert argv == ['pg_restore', '-a'] + selectors + ['-f', '-', '/b/a.dump'] and stdin is None
     assert '-d' not in argv
 
@@ -712,7 +720,7 @@ def test_table_data_argv(table, selectors):
 def test_copy_into_container_hands_the_files_to_the_exec_user():
     calls = []
     conn = _compose_conn()
-    where = _restore._copy_into_container(conn, '/b/x.dir', _compose_runner(calls))
+    where = _commands._copy_into_container(conn, '/b/x.dir', _compose_runner(calls))
     assert where == '/tmp/fleet-dr-restore.abc'
     stale = ['docker', 'exec', '-u', '0', 'c0ffee', 'find', '/tmp', '-maxdepth', '1', '-name', 'fleet-dr-restore.*',
              '-exec', 'rm', '-rf', '--', '{}', '+']
@@ -754,9 +762,9 @@ def _direct(fake_bin):
 def test_restore_plain_commits_a_complete_dump(fake_bin, compression):
     data = make_dump(photos=3, audit=4)
     path = _write_plain(fake_bin, data, compression)
-    prologue = _restore.schema_reset_sql(150000).encode()
-    scan = _restore.restore_plain(_direct(fake_bin), path, compression, prologue=prologue,
-                                  manifest_counts={'photo': 3, 'audit_log': 4}, chunk_size=64)
+    prologue = _commands.schema_reset_sql(150000).encode()
+    scan = _commands.restore_plain(_direct(fake_bin), path, compression, prologue=prologue,
+                                   manifest_counts={'photo': 3, 'audit_log': 4}, chunk_size=64)
     received = (fake_bin / 'received').read_bytes()
     assert received == b'BEGIN;\n' + prologue + data + b'COMMIT;\n'
     assert scan['counts']['photo'] == 3 and scan['complete']
@@ -773,8 +781,8 @@ def test_restore_plain_never_commits_an_incomplete_dump(fake_bin, cut_after, cou
     if cut_after:
         data = data[:data.index(cut_after)]
     path = _write_plain(fake_bin, data, 'none')
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.restore_plain(_direct(fake_bin), path, 'none', manifest_counts=counts)
+    with pytest.raises(RestoreError) as err:
+        _commands.restore_plain(_direct(fake_bin), path, 'none', manifest_counts=counts)
     received = (fake_bin / 'received').read_bytes()
     assert received.startswith(b'BEGIN;\n')
     assert b'COMMIT' not in received
@@ -787,8 +795,8 @@ def test_restore_plain_never_commits_when_the_decompressor_fails(fake_bin):
     blob = gzip.compress(make_dump(audit=20000))
     path = fake_bin / 'backup.sql.gz'
     path.write_bytes(blob[:len(blob) // 2])
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.restore_plain(_direct(fake_bin), str(path), 'gzip')
+    with pytest.raises(RestoreError) as err:
+        _commands.restore_plain(_direct(fake_bin), str(path), 'gzip')
     assert b'COMMIT' not in (fake_bin / 'received').read_bytes()
     assert err.value.code == 'dump_incomplete'
 
@@ -796,8 +804,8 @@ def test_restore_plain_never_commits_when_the_decompressor_fails(fake_bin):
 def test_restore_plain_reports_the_sql_error(fake_bin, monkeypatch):
     monkeypatch.setenv('FAKE_FAIL_AFTER', '10')
     path = _write_plain(fake_bin, make_dump(audit=30000), 'none')
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.restore_plain(_direct(fake_bin), path, 'none')
+    with pytest.raises(RestoreError) as err:
+        _commands.restore_plain(_direct(fake_bin), path, 'none')
     assert err.value.code == 'restore_failed'
     assert 'already exists' in str(err.value) and 'rolled back' in str(err.value)
     assert err.value.rc == 3
@@ -807,16 +815,16 @@ def test_restore_plain_reports_the_sql_error(fake_bin, monkeypatch):
 def test_restore_archive_direct(fake_bin, monkeypatch):
     path = fake_bin / 'backup.dump'
     path.write_bytes(b'PGDMP')
-    plan = _restore.restore_archive(_direct(fake_bin), str(path), 'custom', True, 2)
+    plan = _commands.restore_archive(_direct(fake_bin), str(path), 'custom', True, 2)
     assert plan['argv'][-2:] == ['--jobs=2', str(path)]
     assert '--clean --if-exists --jobs=2' in (fake_bin / 'received.argv').read_text()
     monkeypatch.setenv('FAKE_FAIL_AFTER', '0')
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.restore_archive(_direct(fake_bin), str(path), 'custom', True, 2)
+    with pytest.raises(RestoreError) as err:
+        _commands.restore_archive(_direct(fake_bin), str(path), 'custom', True, 2)
     assert err.value.code == 'restore_failed' and err.value.changed is True
     assert 'partial restore' in str(err.value)
-    with pytest.raises(_restore.RestoreError) as err:
-        _restore.restore_archive(_direct(fake_bin), str(path), 'custom', True, 1)
+    with pytest.raises(RestoreError) as err:
+        _commands.restore_archive(_direct(fake_bin), str(path), 'custom', True, 1)
     assert err.value.changed is False and 'rolled back' in str(err.value)
 
 
@@ -840,7 +848,7 @@ def _info(**kwargs):
     (_info(dump_format=None), 'unknown'),
 ])
 def test_artifact_refusal(info, refused):
-    sentence = _restore.artifact_refusal(info)
+    sentence = _preflight.artifact_refusal(info)
     if refused is None:
         assert sentence is None
     else:
@@ -852,10 +860,10 @@ def test_verify_artifact_accepts_a_runbook_dump_and_its_truncation_is_refused(tm
     data = make_dump()
     path.write_bytes(data)
     info = _artifact.verify_artifact(str(path), require_manifest=False)
-    assert info['kind'] == 'runbook' and _restore.artifact_refusal(info) is None
+    assert info['kind'] == 'runbook' and _preflight.artifact_refusal(info) is None
     path.write_bytes(data[:data.index(b'CREATE INDEX')])
     info = _artifact.verify_artifact(str(path), require_manifest=False)
-    assert 'trailer' in _restore.artifact_refusal(info)
+    assert 'trailer' in _preflight.artifact_refusal(info)
 
 
 # --------------------------------------------------------------------------------------------
@@ -874,16 +882,16 @@ def test_toc_falls_back_to_a_container_of_the_service_image_when_the_db_is_down(
     def fake_backup_toc_runner(conn, prefix=None):
         seen.append(prefix)
         return lambda path: (0, 'TOC of %s' % path, '')
-    monkeypatch.setattr(_restore, '_backup_toc_runner', fake_backup_toc_runner)
+    monkeypatch.setattr(_source, '_backup_toc_runner', fake_backup_toc_runner)
     conn = _transport.Connection(transport='compose', database='telemetry_db', project_src=str(tmp_path), compose_command='docker-compose')
-    toc = _restore.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: 'postgres:15')
+    toc = _source.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: 'postgres:15')
     assert toc('/b/backup.dump') == (0, 'TOC of /b/backup.dump', '')
     assert seen == [['docker', 'run', '--rm', '-i', '--network', 'none', '--entrypoint', '', 'postgres:15']]
 
 
 def test_toc_without_container_or_image_names_the_stopped_service(tmp_path):
     conn = _transport.Connection(transport='compose', database='telemetry_db', project_src=str(tmp_path), compose_command='docker-compose')
-    toc = _restore.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: None)
+    toc = _source.toc_runner_for(conn, _no_container_runner, image_of=lambda c, r: None)
     with pytest.raises(_transport.TransportError) as err:
         toc('/b/backup.dump')
     assert err.value.code == 'container_down'
@@ -892,11 +900,11 @@ def test_toc_without_container_or_image_names_the_stopped_service(tmp_path):
 @pytest.mark.parametrize('path, archive', [('/b/a.sql', False), ('/b/a.sql.gz', False), ('/b/a.sql.zst', False),
                                            ('/b/a.dump', True), ('/b/a.custom', True)])
 def test_is_archive_path(path, archive):
-    assert _restore.is_archive_path(path) is archive
+    assert _run.is_archive_path(path) is archive
 
 
 def test_is_archive_path_of_a_directory(tmp_path):
-    assert _restore.is_archive_path(str(tmp_path)) is True
+    assert _run.is_archive_path(str(tmp_path)) is True
 
 
 def test_archive_client_reads_the_archive_with_the_host_pg_restore():
@@ -913,11 +921,11 @@ def test_archive_client_reads_the_archive_with_the_host_pg_restore():
         if argv[0] == 'psql':
             return 0, '150018\n', ''
         raise AssertionError(argv)
-    conn, client = _restore.archive_client(_compose_conn(), 'auto', runner)
+    conn, client = _run.archive_client(_compose_conn(), 'auto', runner)
     assert conn.transport == 'direct' and conn.host == '172.18.0.2' and client['used'] == 'host'
     assert ['pg_restore', '--version'] in calls
     # The preflight's reads then run on the host, on the file itself (no docker exec, no stdin).
-    assert _restore.table_data_argv(conn, '/b/a.dump', 'photo') == (['pg_restore', '-a', '-t', 'photo', '-f', '-', '/b/a.dump'], None)
+    assert _source.table_data_argv(conn, '/b/a.dump', 'photo') == (['pg_restore', '-a', '-t', 'photo', '-f', '-', '/b/a.dump'], None)
 
 
 def test_archive_client_leaves_a_down_container_to_the_preflight():
@@ -926,11 +934,11 @@ def test_archive_client_leaves_a_down_container_to_the_preflight():
             return 0, '', ''
         raise AssertionError(argv)
     original = _compose_conn()
-    conn, client = _restore.archive_client(original, 'auto', runner)
+    conn, client = _run.archive_client(original, 'auto', runner)
     assert conn is original and client is None
 
 
 def test_archive_client_respects_container():
     original = _compose_conn()
-    conn, client = _restore.archive_client(original, 'container', None)
+    conn, client = _run.archive_client(original, 'container', None)
     assert conn is original and client == {'used': 'container', 'reason': 'restore_client=container'}

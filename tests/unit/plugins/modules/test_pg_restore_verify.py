@@ -14,8 +14,9 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _restore
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _pg
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import run as _run
 from ansible_collections.fleet_telemetry.dr.plugins.modules import pg_restore_verify
 from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import AnsibleExitJson, AnsibleFailJson, patched_exits
 
@@ -82,7 +83,7 @@ class FakeSession(object):
         self.queries.append(sql)
         if sql.startswith('SELECT current_database()'):
             return [[self.conn.database, '150018', '15.18']]
-        if sql == _restore.USER_TABLES_QUERY:
+        if sql == _pg.USER_TABLES_QUERY:
             return [[t] for t in sorted(self.counts)]
         if 'count(*)' in sql:
             return [[t, str(n)] for t, n in self.counts.items() if "'%s'" % t in sql]
@@ -109,7 +110,7 @@ def database():
     def copy_photos(conn, table, limit, sample_every):
         rows = [(i, d, ()) for i, d in FakeSession.photos if i % (sample_every or 1) == 0]
         return iter(rows[:limit])
-    with mock.patch.object(_restore, 'PsqlSession', FakeSession), mock.patch.object(_restore, 'copy_photos', copy_photos):
+    with mock.patch.object(_run, 'PsqlSession', FakeSession), mock.patch.object(_run, 'copy_photos', copy_photos):
         yield FakeSession
 
 

@@ -1,0 +1,42 @@
+# Copyright: contributors to the fleet_telemetry.dr collection
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""restore_plan on the controller: the restore role's decisions from the results its other tasks registered."""
+
+from __future__ import annotations
+
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import plan
+from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
+
+
+class ActionModule(ControllerAction):
+
+    # Paths are the host's: not expanded here, on the controller.
+    ARGUMENT_SPEC = dict(
+        stage=dict(type='str', choices=['safety', 'report'], required=True),
+        db_check=dict(type='dict', default={}),
+        volumes=dict(type='list', elements='str', default=[]),
+        mounts=dict(type='list', elements='str', default=[]),
+        other_volumes=dict(type='list', elements='str', default=[]),
+        orphans=dict(type='list', elements='str', default=[]),
+        remove_other_volumes=dict(type='bool', default=False),
+        unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
+        results=dict(type='dict', default={}),
+        started_at=dict(type='str'),
+        failed_task=dict(type='str'),
+        failed_msg=dict(type='str'),
+        failed=dict(type='bool', default=False),
+        confirmed=dict(type='bool', default=False),
+        database=dict(type='str'),
+        target=dict(type='dict', default={}),
+        inventory=dict(type='str'),
+        playbook=dict(type='str', default='playbooks/restore.yml'),
+        limit=dict(type='str'),
+        backup_dir=dict(type='str'),
+        report_dir=dict(type='str'),
+        history=dict(type='bool', default=True),
+    )
+    VALIDATION = dict(required_if=[('stage', 'report', ['started_at'])])
+
+    def compute(self, args, check_mode):
+        return plan(args, check_mode)

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _atomic, _manifest, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     DEFAULT_LEVELS,
     compressor_argv,
@@ -152,9 +152,9 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     if problem:
         raise TransportError(problem, code='bad_option')
     try:
-        _artifact.check_destination(req.backup_dir)
+        _atomic.check_destination(req.backup_dir)
         dir_missing = False
-    except _artifact.DestinationMissingError:
+    except _atomic.DestinationMissingError:
         # In check mode a missing directory is what a role's earlier task would create.
         if not check_mode:
             raise
@@ -236,7 +236,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             args = pg_dump_args(req.dump_format, req.compression, req.compression_level, snapshot=snapshot, jobs=req.jobs)
             t0 = clock()
             if req.dump_format == 'directory':
-                with _artifact.AtomicDirectoryArtifact(req.backup_dir, name) as writer:
+                with _atomic.AtomicDirectoryArtifact(req.backup_dir, name) as writer:
                     if dump_conn.transport == 'compose':
                         stats = _dump_directory_via_container(dump_conn, args, writer.temp_path, progress)
                     else:
@@ -247,7 +247,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                 # pg_dump writing the archive itself can seek back and store every table's data offset in the table of
                 # contents: pg_restore -t (the restore's key preflight) and -j then jump to a table's data instead of
                 # reading the archive up to it, as they must in an archive written to a pipe.
-                with _artifact.AtomicArtifactWriter(req.backup_dir, name) as writer:
+                with _atomic.AtomicArtifactWriter(req.backup_dir, name) as writer:
                     stats = _dump_to_file(dump_conn, args, writer.temp_path)
                     writer.sync_from_disk()
                     writer.commit()
@@ -255,7 +255,7 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             else:
                 argv = client_argv(dump_conn, 'pg_dump', args)
                 compressor = compressor_argv(req.dump_format, req.compression, req.compression_level)
-                with _artifact.AtomicArtifactWriter(req.backup_dir, name) as writer:
+                with _atomic.AtomicArtifactWriter(req.backup_dir, name) as writer:
                     try:
                         stats = stream_pipeline(argv, client_env(dump_conn), writer, compressor, progress)
                     except TransportError as exc:
@@ -268,19 +268,19 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             session.finish()
         finished = clock()
 
-        manifest = _artifact.build_manifest(
+        manifest = _manifest.build_manifest(
             collection_version=COLLECTION_VERSION, file=name, dump_format=req.dump_format, compression=req.compression,
             compression_level=req.compression_level, size=size, sha256=sha256, database=facts['database'],
             server_version=facts['server_version'], pg_dump_version=pg_dump_version, started_at=_utc(started),
             finished_at=_utc(finished), snapshot_id=snapshot, row_counts=counts, counted_tables=list(tables),
             key_fingerprint=key_fp, cipher=req.cipher if key_fp else None, transport=conn.describe())
-        _artifact.write_manifest(path + _artifact.MANIFEST_SUFFIX, manifest)
+        _manifest.write_manifest(path + _artifact.MANIFEST_SUFFIX, manifest)
 
         t0 = clock()
-        verification = _artifact.verify_artifact(path, toc_runner=toc_runner_for(conn))
+        verification = _verification.verify_artifact(path, toc_runner=toc_runner_for(conn))
         timings['verify_seconds'] = round(clock() - t0, 3)
         if not verification['ok']:
-            _artifact.remove_artifact(path)
+            _verification.remove_artifact(path)
             raise TransportError('the backup was written but did not verify, so it was removed: %s' % verification['problems'][0],
                                  code='verify_failed')
     timings['total_seconds'] = round(clock() - started, 3)

@@ -25,13 +25,11 @@ import math
 import os
 import xml.etree.ElementTree as ET
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import (
-    ArtifactError,
-    AtomicArtifactWriter,
-    _looks_secret,
-)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._atomic import AtomicArtifactWriter
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._manifest import _looks_secret
 
 KINDS = ('restore', 'drill')
 FORMATS = ('json', 'markdown', 'junit')

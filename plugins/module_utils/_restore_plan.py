@@ -9,7 +9,7 @@
 * ``build_report``: the report data for ``dr_report``, the failure message, and the ``set_stats`` facts.
 
 Safety dumps live in the ``safety/`` subdirectory of the backup directory (the role puts them there), named ``safety_<time>...``.
-Selecting the newest backup (``_artifact.newest_verified``) only looks at the backup directory itself, so a safety dump is
+Selecting the newest backup (``_verification.newest_verified``) only looks at the backup directory itself, so a safety dump is
 never taken for the newest backup; it is restored only when named.
 """
 

@@ -226,7 +226,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built
 
 _RESULT_KEYS = ('path', 'manifest_path', 'ok', 'kind', 'problems', 'sha256', 'size', 'dump_format', 'manifest', 'toc_tables')
@@ -275,7 +275,7 @@ def main():
     toc_runner = _toc_runner(module, params['pg_restore_path']) if params['read_toc'] else None
 
     if params['path'] is not None:
-        result = _public(_artifact.verify_artifact(params['path'], toc_runner=toc_runner, require_manifest=params['require_manifest']))
+        result = _public(_verification.verify_artifact(params['path'], toc_runner=toc_runner, require_manifest=params['require_manifest']))
         if result['problems'] and params['fail_on_problems']:
             module.fail_json(msg='artifact %s does not verify: %s' % (result['path'], result['problems'][0]), changed=False, **result)
         module.exit_json(changed=False, **result)
@@ -284,7 +284,7 @@ def main():
     if not os.path.isdir(backup_dir):
         module.fail_json(msg='backup_dir %s is not a directory: point it at the directory of the artifacts' % backup_dir, changed=False)
     try:
-        selection = _artifact.newest_verified(backup_dir, params['database'], toc_runner=toc_runner)
+        selection = _verification.newest_verified(backup_dir, params['database'], toc_runner=toc_runner)
     except OSError as exc:
         module.fail_json(msg='cannot list %s: %s' % (backup_dir, exc.strerror or exc), changed=False)
     rejected = [{'path': item['path'], 'problems': item['problems']} for item in selection['rejected']]

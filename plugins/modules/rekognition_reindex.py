@@ -442,15 +442,11 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     key_from_params,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import PsqlSession
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import (
-    FaceTable,
-    PhotoSource,
-    Reindexer,
-    ReindexRequest,
-    client_config,
-    locked_run,
-    run_lock,
-)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.aws import client_config
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.faces import FaceTable
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.request import ReindexRequest
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.run import Reindexer, locked_run, run_lock
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.source import PhotoSource
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
 
 

@@ -26,7 +26,8 @@ import pytest
 
 from conftest import DB_NAME, HOST, PYTHON, REPO_ROOT, job_processes, processes, run, sigkill
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import is_partial_name, verify_artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import is_partial_name
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._verification import verify_artifact
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import lock_file_held, lock_path
 
 BACKUP_PLAYBOOK = os.path.join(REPO_ROOT, 'playbooks', 'backup.yml')

@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
@@ -91,7 +91,7 @@ def key_preflight(key, cipher, artifact=None, manifest=None, photo_table='photo'
     """Prove the key before anything is written; raise ``RestoreError`` naming the setting to change.
 
     ``key`` is the 32 raw bytes (``_photo_crypto.parse_key``), ``cipher`` the scheme. ``artifact`` is the result
-    of ``_artifact.verify_artifact`` (its manifest is used when ``manifest`` is not given); without it only the
+    of ``_verification.verify_artifact`` (its manifest is used when ``manifest`` is not given); without it only the
     fingerprint is checked. ``sample`` photos are read from the artifact itself and decrypted; 0 skips that.
     ``conn`` is needed for custom archives (pg_restore runs where the client tools are) and ``toc_runner`` for
     directory archives. ``full_scan`` reads a plain dump to the end (for its COPY counts).
@@ -162,7 +162,7 @@ def public_preflight(result):
 
 def artifact_refusal(info):
     """One sentence when a ``verify_artifact`` result must not be restored, else None."""
-    if info['kind'] == _artifact.KIND_UNKNOWN and info['manifest'] is None and not info['problems']:
+    if info['kind'] == _verification.KIND_UNKNOWN and info['manifest'] is None and not info['problems']:
         return ('%s has no manifest beside it (%s): only a plain .sql backup can be restored without one; '
                 'point artifact at a backup of this collection' % (info['path'], info['manifest_path']))
     if info['problems']:

@@ -6,7 +6,7 @@ public API.
 
 The order is the safety argument, and nothing in it writes until every check before it passed:
 
-1. the artifact verifies (``_artifact.verify_artifact``: checksum and manifest; a runbook ``.sql`` without a
+1. the artifact verifies (``_verification.verify_artifact``: checksum and manifest; a runbook ``.sql`` without a
    manifest is accepted as ``kind: runbook``);
 2. the key preflight (``key_preflight``): the key's fingerprint equals the manifest's, and photos read from the
    artifact itself decrypt with it (a plain dump's ``COPY photo`` block, or ``pg_restore -a -t photo -f -`` of an
@@ -25,7 +25,7 @@ import functools
 import os
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _manifest, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import PsqlSession
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import copy_photos
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.commands import (
@@ -98,10 +98,10 @@ def _target_facts(conn):
 
 def _manifest_from_path(path):
     try:
-        manifest = _artifact.read_manifest(path)
-    except _artifact.ManifestError as exc:
+        manifest = _manifest.read_manifest(path)
+    except _manifest.ManifestError as exc:
         raise RestoreError('%s: point manifest at the .manifest.json of a backup' % exc, code='manifest_invalid')
-    problems = _artifact.validate_manifest(manifest)
+    problems = _manifest.validate_manifest(manifest)
     if problems:
         raise RestoreError('manifest %s is invalid: %s' % (path, problems[0]), code='manifest_invalid',
                            mismatches=[{'kind': 'manifest', 'msg': p} for p in problems])
@@ -119,7 +119,7 @@ def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
         path = req.artifact
         if is_archive_path(path):
             toc_runner = toc_runner_for(conn, runner)
-        info = _artifact.verify_artifact(path, toc_runner=toc_runner, require_manifest=False)
+        info = _verification.verify_artifact(path, toc_runner=toc_runner, require_manifest=False)
         part['artifact'] = public_artifact(info)
         refusal = artifact_refusal(info)
         if refusal:
@@ -252,7 +252,7 @@ def _run(conn, req, check_mode, runner, clock, started, timings, result):
             result['expected_counts'] = dict(manifest_counts)
         result.update(changed=True, timings=timings,
                       msg='would restore %s (%s%s) into database %s%s' % (
-                          info['path'], fmt, ', runbook dump' if info['kind'] == _artifact.KIND_RUNBOOK else '', target['database'],
+                          info['path'], fmt, ', runbook dump' if info['kind'] == _verification.KIND_RUNBOOK else '', target['database'],
                           ', dropping and recreating the public schema first' if reset else
                           (', dropping the objects of the dump first' if req.clean or fmt == _artifact.PLAIN else '')))
         return result

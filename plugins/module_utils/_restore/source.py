@@ -13,7 +13,7 @@ import re
 import subprocess
 import tempfile
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import toc_runner_for as _backup_toc_runner
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import Commands as ComposeCommands
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeProject, compose_config, compose_files
@@ -181,7 +181,7 @@ def scan_custom_table(conn, path, table, sample_limit, runner=run, chunk_size=CH
 def toc_data_ids(toc_text):
     """``{table: dump id}`` of the TABLE DATA entries of ``pg_restore -l`` output (tables normalised)."""
     ids = {}
-    for dump_id, table in _artifact.toc_data_entries(toc_text):
+    for dump_id, table in _verification.toc_data_entries(toc_text):
         if dump_id.isdigit():
             ids[normalize_table(table)] = int(dump_id)
     return ids

@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _atomic, _digest, _manifest, _verification
 
 UTC = datetime.timezone.utc
 STARTED = datetime.datetime(2026, 1, 31, 2, 0, 5, tzinfo=UTC)
@@ -35,7 +36,7 @@ def _entries(directory):
 
 
 def _manifest_fields(path, **overrides):
-    sha256, size = ar.artifact_digest(path)
+    sha256, size = _digest.artifact_digest(path)
     fields = dict(
         collection_version='0.1.0',
         file=os.path.basename(path),
@@ -61,18 +62,18 @@ def _publish(directory, content=PLAIN_SQL, started=STARTED, fmt='plain', compres
     """Write an artifact and its manifest the way the backup module does; return the artifact path."""
     name = ar.free_artifact_name(str(directory), started, fmt, compression)
     if fmt == 'directory':
-        with ar.AtomicDirectoryArtifact(str(directory), name) as artifact:
+        with _atomic.AtomicDirectoryArtifact(str(directory), name) as artifact:
             for rel, data in content.items():
                 artifact.write_file(rel, [data])
             result = artifact.commit()
     else:
-        with ar.AtomicArtifactWriter(str(directory), name) as writer:
+        with _atomic.AtomicArtifactWriter(str(directory), name) as writer:
             writer.write(content)
             result = writer.commit()
     fields = _manifest_fields(result['path'], dump_format=fmt, compression=compression, started_at=started,
                               finished_at=started + datetime.timedelta(seconds=3))
     fields.update(overrides)
-    ar.write_manifest(result['path'], ar.build_manifest(**fields))
+    _manifest.write_manifest(result['path'], _manifest.build_manifest(**fields))
     return result['path']
 
 
@@ -129,8 +130,8 @@ def test_two_artifacts_of_one_second_list_newest_first(tmp_path):
     second = _publish(tmp_path, started=STARTED.replace(microsecond=900000))
     assert os.path.basename(first) == 'backup_2026-01-31_02-00-05.sql'
     assert os.path.basename(second) == 'backup_2026-01-31_02-00-05_2.sql'
-    assert [entry['path'] for entry in ar.list_artifacts(str(tmp_path))] == [second, first]
-    assert ar.newest_verified(str(tmp_path))['selected']['path'] == second
+    assert [entry['path'] for entry in _verification.list_artifacts(str(tmp_path))] == [second, first]
+    assert _verification.newest_verified(str(tmp_path))['selected']['path'] == second
 
 
 @pytest.mark.parametrize('fmt, compression, prefix', [
@@ -192,7 +193,7 @@ def test_parse_timestamp_rejects(text):
 
 @pytest.mark.parametrize('transport, expected', [('compose', 'compose'), ({'transport': 'direct', 'host': 'h'}, 'direct'), (None, None)])
 def test_transport_name(transport, expected):
-    assert ar.transport_name(transport) == expected
+    assert _manifest.transport_name(transport) == expected
 
 
 def test_format_timestamp_converts_to_utc():
@@ -250,21 +251,21 @@ def _dest_fifo(tmp_path):
 @pytest.mark.parametrize('make, error, words', [
     (_dest_ok, None, None),
     (_dest_link_to_dir, None, None),
-    (_dest_missing, ar.DestinationMissingError, 'does not exist: create it or choose another backup_dir'),
-    (_dest_dangling_link, ar.DestinationMissingError, 'dangling symlink'),
-    (_dest_below_file, ar.DestinationMissingError, 'a parent is not a directory'),
-    (_dest_file, ar.DestinationNotDirectoryError, 'is a regular file, not a directory'),
-    (_dest_dev_null, ar.DestinationNotDirectoryError, '/dev/null is a character device, not a directory'),
-    (_dest_link_to_device, ar.DestinationNotDirectoryError, 'through the symlink to /dev/null) is a character device'),
-    (_dest_fifo, ar.DestinationNotDirectoryError, 'is a named pipe'),
+    (_dest_missing, _atomic.DestinationMissingError, 'does not exist: create it or choose another backup_dir'),
+    (_dest_dangling_link, _atomic.DestinationMissingError, 'dangling symlink'),
+    (_dest_below_file, _atomic.DestinationMissingError, 'a parent is not a directory'),
+    (_dest_file, _atomic.DestinationNotDirectoryError, 'is a regular file, not a directory'),
+    (_dest_dev_null, _atomic.DestinationNotDirectoryError, '/dev/null is a character device, not a directory'),
+    (_dest_link_to_device, _atomic.DestinationNotDirectoryError, 'through the symlink to /dev/null) is a character device'),
+    (_dest_fifo, _atomic.DestinationNotDirectoryError, 'is a named pipe'),
 ])
 def test_check_destination(tmp_path, make, error, words):
     path = make(tmp_path)
     if error is None:
-        assert ar.check_destination(path) == os.path.realpath(path)
+        assert _atomic.check_destination(path) == os.path.realpath(path)
         return
     with pytest.raises(error) as caught:
-        ar.check_destination(path)
+        _atomic.check_destination(path)
     assert words in str(caught.value)
     assert str(caught.value).startswith('backup destination %s' % path)
     assert os.path.exists('/dev/null') and not os.path.isfile('/dev/null')
@@ -276,23 +277,23 @@ def test_check_destination_read_only_directory(tmp_path):
     target.mkdir()
     target.chmod(0o500)
     try:
-        with pytest.raises(ar.DestinationNotWritableError) as caught:
-            ar.check_destination(str(target))
+        with pytest.raises(_atomic.DestinationNotWritableError) as caught:
+            _atomic.check_destination(str(target))
     finally:
         target.chmod(0o700)
     assert 'is not writable by uid %d: chown or choose another backup_dir' % os.geteuid() in str(caught.value)
 
 
 def test_check_destination_names_the_option(tmp_path):
-    with pytest.raises(ar.DestinationMissingError, match='choose another dest$'):
-        ar.check_destination(str(tmp_path / 'x'), option='dest')
+    with pytest.raises(_atomic.DestinationMissingError, match='choose another dest$'):
+        _atomic.check_destination(str(tmp_path / 'x'), option='dest')
 
 
 @pytest.mark.parametrize('make', [_dest_dev_null, _dest_link_to_device, _dest_file])
 def test_writer_never_replaces_a_device_or_file(tmp_path, make):
     path = make(tmp_path)
-    with pytest.raises(ar.DestinationNotDirectoryError):
-        ar.AtomicArtifactWriter(path, 'backup.sql')
+    with pytest.raises(_atomic.DestinationNotDirectoryError):
+        _atomic.AtomicArtifactWriter(path, 'backup.sql')
     assert os.path.exists('/dev/null') and not os.path.isfile('/dev/null')
 
 
@@ -302,7 +303,7 @@ def test_writer_never_replaces_a_device_or_file(tmp_path, make):
 
 def test_writer_commit_publishes_atomically(tmp_path):
     chunks = [b'a' * 1000, bytearray(b'b' * 3000), memoryview(b'c' * 7)]
-    with ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
+    with _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
         assert os.path.basename(writer.temp_path).startswith('.backup.sql.partial-')
         assert os.stat(writer.temp_path).st_mode & 0o777 == 0o600
         assert not os.path.exists(writer.path)
@@ -318,7 +319,7 @@ def test_writer_commit_publishes_atomically(tmp_path):
 
 
 def test_writer_mode(tmp_path):
-    with ar.AtomicArtifactWriter(str(tmp_path), 'x.sql', mode=0o640) as writer:
+    with _atomic.AtomicArtifactWriter(str(tmp_path), 'x.sql', mode=0o640) as writer:
         writer.write(b'x')
         result = writer.commit()
     assert os.stat(result['path']).st_mode & 0o777 == 0o640
@@ -342,7 +343,7 @@ def _abort_twice(writer):
 @pytest.mark.parametrize('body', [_leave_without_commit, _raise_inside, _abort_twice])
 def test_writer_leaves_nothing_without_commit(tmp_path, body):
     with pytest.raises(RuntimeError) if body is _raise_inside else _no_error():
-        with ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
+        with _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
             body(writer)
     assert _entries(tmp_path) == []
 
@@ -357,14 +358,14 @@ class _no_error:
 
 def test_writer_refuses_existing_final_name(tmp_path):
     (tmp_path / 'backup.sql').write_bytes(b'old')
-    with pytest.raises(ar.ArtifactExistsError, match='already exists: artifacts are never overwritten'):
-        ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql')
+    with pytest.raises(_atomic.ArtifactExistsError, match='already exists: artifacts are never overwritten'):
+        _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql')
     assert _entries(tmp_path) == ['backup.sql']
 
 
 def test_writer_refuses_name_taken_during_write(tmp_path):
-    with pytest.raises(ar.ArtifactExistsError):
-        with ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
+    with pytest.raises(_atomic.ArtifactExistsError):
+        with _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
             writer.write(b'new')
             (tmp_path / 'backup.sql').write_bytes(b'old')
             writer.commit()
@@ -373,24 +374,24 @@ def test_writer_refuses_name_taken_during_write(tmp_path):
 
 
 def test_rename_noreplace_fallback(tmp_path, monkeypatch):
-    monkeypatch.setattr(ar, '_renameat2', None)
+    monkeypatch.setattr(_atomic, '_renameat2', None)
     (tmp_path / 'a').write_bytes(b'a')
     (tmp_path / 'b').write_bytes(b'b')
-    with pytest.raises(ar.ArtifactExistsError):
-        ar.rename_noreplace(str(tmp_path / 'a'), str(tmp_path / 'b'))
-    ar.rename_noreplace(str(tmp_path / 'a'), str(tmp_path / 'c'))
+    with pytest.raises(_atomic.ArtifactExistsError):
+        _atomic.rename_noreplace(str(tmp_path / 'a'), str(tmp_path / 'b'))
+    _atomic.rename_noreplace(str(tmp_path / 'a'), str(tmp_path / 'c'))
     assert _entries(tmp_path) == ['b', 'c']
 
 
 @pytest.mark.parametrize('name', ['', '.', '..', 'a/b', '.hidden'])
 def test_writer_rejects_bad_names(tmp_path, name):
     with pytest.raises(ValueError):
-        ar.AtomicArtifactWriter(str(tmp_path), name)
+        _atomic.AtomicArtifactWriter(str(tmp_path), name)
     assert _entries(tmp_path) == []
 
 
 def test_writer_after_commit_refuses_more_writes(tmp_path):
-    with ar.AtomicArtifactWriter(str(tmp_path), 'x.sql') as writer:
+    with _atomic.AtomicArtifactWriter(str(tmp_path), 'x.sql') as writer:
         writer.write(b'x')
         writer.commit()
         with pytest.raises(ar.ArtifactError, match='already committed'):
@@ -405,16 +406,16 @@ def test_writer_write_from_stream_and_child_process(tmp_path):
     out = tmp_path / 'out'
     out.mkdir()
     with open(str(source), 'rb') as stream:
-        with ar.AtomicArtifactWriter(str(out), 'a.dump', chunk_size=65536) as writer:
+        with _atomic.AtomicArtifactWriter(str(out), 'a.dump', chunk_size=65536) as writer:
             assert writer.write_from(stream) == len(payload)
             assert writer.commit()['sha256'] == hashlib.sha256(payload).hexdigest()
-    with ar.AtomicArtifactWriter(str(out), 'b.dump') as writer:
+    with _atomic.AtomicArtifactWriter(str(out), 'b.dump') as writer:
         writer.write(b'head:')
         subprocess.run(['cat', str(source)], stdout=writer.fileno(), check=True)
         assert writer.sync_from_disk() == (hashlib.sha256(b'head:' + payload).hexdigest(), len(payload) + 5)
         writer.write(b':tail')
         result = writer.commit()
-    assert result['sha256'] == hashlib.sha256(b'head:' + payload + b':tail').hexdigest() == ar.sha256_file(result['path'])
+    assert result['sha256'] == hashlib.sha256(b'head:' + payload + b':tail').hexdigest() == _digest.sha256_file(result['path'])
     assert result['size'] == len(payload) + 10
     assert _entries(out) == ['a.dump', 'b.dump']
 
@@ -452,8 +453,8 @@ class _FullDisk:
 
 @pytest.mark.parametrize('err', [errno.ENOSPC, errno.EDQUOT])
 def test_writer_disk_full_cleans_up(tmp_path, err):
-    with pytest.raises(ar.NoSpaceError) as caught:
-        with ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
+    with pytest.raises(_atomic.NoSpaceError) as caught:
+        with _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
             writer._fh = _FullDisk(writer._fh, 2500, err)
             for dummy in range(10):
                 writer.write(b'x' * 1000)
@@ -464,7 +465,7 @@ def test_writer_disk_full_cleans_up(tmp_path, err):
 
 def test_writer_other_write_error_cleans_up(tmp_path):
     with pytest.raises(ar.ArtifactError, match='failed after 0 bytes'):
-        with ar.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
+        with _atomic.AtomicArtifactWriter(str(tmp_path), 'backup.sql') as writer:
             writer._fh = _FullDisk(writer._fh, 0, errno.EIO)
             writer.write(b'x')
     assert _entries(tmp_path) == []
@@ -487,16 +488,16 @@ def tiny_tmpfs(tmp_path):
 
 
 def test_writer_real_disk_full_on_tmpfs(tiny_tmpfs):
-    with pytest.raises(ar.NoSpaceError, match='^no space left on %s after writing [0-9]+ bytes' % tiny_tmpfs):
-        with ar.AtomicArtifactWriter(str(tiny_tmpfs), 'backup.sql') as writer:
+    with pytest.raises(_atomic.NoSpaceError, match='^no space left on %s after writing [0-9]+ bytes' % tiny_tmpfs):
+        with _atomic.AtomicArtifactWriter(str(tiny_tmpfs), 'backup.sql') as writer:
             for dummy in range(100):
                 writer.write(b'x' * 65536)
     assert _entries(tiny_tmpfs) == []
 
 
 def test_directory_artifact_real_disk_full_on_tmpfs(tiny_tmpfs):
-    with pytest.raises(ar.NoSpaceError):
-        with ar.AtomicDirectoryArtifact(str(tiny_tmpfs), 'backup.dir') as artifact:
+    with pytest.raises(_atomic.NoSpaceError):
+        with _atomic.AtomicDirectoryArtifact(str(tiny_tmpfs), 'backup.dir') as artifact:
             artifact.write_file('toc.dat', [b'x' * 65536] * 100)
     assert _entries(tiny_tmpfs) == []
 
@@ -520,8 +521,8 @@ def test_directory_digest_algorithm(tmp_path):
     _make_tree(tmp_path, DIR_FILES)
     lines = b''.join(b'%s  %s\n' % (hashlib.sha256(DIR_FILES[rel]).hexdigest().encode(), rel.encode())
                      for rel in sorted(DIR_FILES, key=lambda r: r.encode()))
-    assert ar.directory_digest(str(tmp_path)) == (hashlib.sha256(lines).hexdigest(), sum(len(v) for v in DIR_FILES.values()))
-    assert ar.sha256_directory(str(tmp_path), chunk_size=2) == hashlib.sha256(lines).hexdigest()
+    assert _digest.directory_digest(str(tmp_path)) == (hashlib.sha256(lines).hexdigest(), sum(len(v) for v in DIR_FILES.values()))
+    assert _digest.sha256_directory(str(tmp_path), chunk_size=2) == hashlib.sha256(lines).hexdigest()
 
 
 @pytest.mark.skipif(not all(shutil.which(tool) for tool in ('find', 'sort', 'xargs', 'sha256sum')), reason='GNU coreutils/findutils needed')
@@ -529,7 +530,7 @@ def test_directory_digest_matches_the_documented_shell_command(tmp_path):
     _make_tree(tmp_path, DIR_FILES)
     out = subprocess.run("find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum",
                          shell=True, cwd=str(tmp_path), stdout=subprocess.PIPE, check=True).stdout
-    assert out.split()[0].decode() == ar.sha256_directory(str(tmp_path))
+    assert out.split()[0].decode() == _digest.sha256_directory(str(tmp_path))
 
 
 def _rename_a_file(root):
@@ -567,17 +568,17 @@ def _add_empty_dir(root):
 ])
 def test_directory_digest_sensitivity(tmp_path, change, changes_digest):
     _make_tree(tmp_path, DIR_FILES)
-    before = ar.sha256_directory(str(tmp_path))
-    assert ar.sha256_directory(str(tmp_path)) == before
+    before = _digest.sha256_directory(str(tmp_path))
+    assert _digest.sha256_directory(str(tmp_path)) == before
     change(str(tmp_path))
-    assert (ar.sha256_directory(str(tmp_path)) != before) is changes_digest
+    assert (_digest.sha256_directory(str(tmp_path)) != before) is changes_digest
 
 
 def test_directory_digest_is_independent_of_creation_order(tmp_path):
     first, second = tmp_path / 'a', tmp_path / 'b'
     _make_tree(first, DIR_FILES)
     _make_tree(second, dict(reversed(list(DIR_FILES.items()))))
-    assert ar.sha256_directory(str(first)) == ar.sha256_directory(str(second))
+    assert _digest.sha256_directory(str(first)) == _digest.sha256_directory(str(second))
 
 
 @pytest.mark.parametrize('special', ['symlink', 'fifo'])
@@ -588,27 +589,27 @@ def test_directory_digest_refuses_special_entries(tmp_path, special):
     else:
         os.mkfifo(str(tmp_path / 'link'))
     with pytest.raises(ar.ArtifactError, match='contains the (symlink|special file) link'):
-        ar.sha256_directory(str(tmp_path))
+        _digest.sha256_directory(str(tmp_path))
 
 
 def test_directory_artifact_commit(tmp_path):
-    with ar.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
+    with _atomic.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
         assert os.listdir(artifact.temp_path) == []
         assert os.path.basename(artifact.temp_path).startswith('.backup.dir.partial-')
         for rel, data in DIR_FILES.items():
             artifact.write_file(rel, [data[:2], data[2:]])
         result = artifact.commit()
     assert _entries(tmp_path) == ['backup.dir']
-    assert result['sha256'] == ar.sha256_directory(result['path']) == artifact.sha256
+    assert result['sha256'] == _digest.sha256_directory(result['path']) == artifact.sha256
     assert result['size'] == sum(len(v) for v in DIR_FILES.values()) == artifact.size
     assert (tmp_path / 'backup.dir' / 'sub' / 'extra.dat').read_bytes() == b'nested'
 
 
 def test_directory_artifact_written_by_a_child_process(tmp_path):
-    with ar.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
+    with _atomic.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
         subprocess.run(['sh', '-c', 'printf toc > toc.dat'], cwd=artifact.temp_path, check=True)
         result = artifact.commit()
-    assert result['sha256'] == ar.sha256_directory(str(tmp_path / 'backup.dir'))
+    assert result['sha256'] == _digest.sha256_directory(str(tmp_path / 'backup.dir'))
 
 
 @pytest.mark.parametrize('fail', ['exception', 'no_commit', 'existing', 'special_file'])
@@ -617,7 +618,7 @@ def test_directory_artifact_leaves_nothing(tmp_path, fail):
     if fail == 'existing':
         expected = ['backup.dir']
     with pytest.raises(Exception) if fail != 'no_commit' else _no_error():
-        with ar.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
+        with _atomic.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
             artifact.write_file('toc.dat', [b'toc'])
             if fail == 'exception':
                 raise RuntimeError('pg_dump died')
@@ -634,7 +635,7 @@ def test_directory_artifact_leaves_nothing(tmp_path, fail):
 
 @pytest.mark.parametrize('rel', ['/abs', '../x', 'a/../b', '', 'a//b', './a'])
 def test_directory_artifact_rejects_paths_outside(tmp_path, rel):
-    with ar.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
+    with _atomic.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
         with pytest.raises(ValueError):
             artifact.write_file(rel, [b'x'])
 
@@ -645,9 +646,9 @@ def test_directory_artifact_disk_full_fake(tmp_path, monkeypatch):
     def fdopen(fd, *args, **kwargs):
         return _FullDisk(real_fdopen(fd, *args, **kwargs), 10)
 
-    with pytest.raises(ar.NoSpaceError, match='after writing 10 bytes'):
-        with ar.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
-            monkeypatch.setattr(ar.os, 'fdopen', fdopen)
+    with pytest.raises(_atomic.NoSpaceError, match='after writing 10 bytes'):
+        with _atomic.AtomicDirectoryArtifact(str(tmp_path), 'backup.dir') as artifact:
+            monkeypatch.setattr(_atomic.os, 'fdopen', fdopen)
             artifact.write_file('toc.dat', [b'x' * 100])
     monkeypatch.undo()
     assert _entries(tmp_path) == []
@@ -661,8 +662,8 @@ def test_directory_artifact_disk_full_fake(tmp_path, monkeypatch):
 def test_sha256_file(tmp_path, size):
     data = os.urandom(size)
     (tmp_path / 'f').write_bytes(data)
-    assert ar.sha256_file(str(tmp_path / 'f')) == hashlib.sha256(data).hexdigest()
-    assert ar.file_digest(str(tmp_path / 'f'), chunk_size=4096) == (hashlib.sha256(data).hexdigest(), size)
+    assert _digest.sha256_file(str(tmp_path / 'f')) == hashlib.sha256(data).hexdigest()
+    assert _digest.file_digest(str(tmp_path / 'f'), chunk_size=4096) == (hashlib.sha256(data).hexdigest(), size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -671,36 +672,36 @@ def test_sha256_file(tmp_path, size):
 
 def test_manifest_round_trip(tmp_path):
     (tmp_path / 'backup.sql').write_bytes(PLAIN_SQL)
-    manifest = ar.build_manifest(**_manifest_fields(str(tmp_path / 'backup.sql'), key_fingerprint='v1:' + 'ab' * 16,
-                                                    cipher='aes-256-gcm', snapshot_id='00000003-0000001B-1', compression_level=0))
-    assert manifest['format_version'] == ar.ARTIFACT_FORMAT_VERSION == 1
+    manifest = _manifest.build_manifest(**_manifest_fields(str(tmp_path / 'backup.sql'), key_fingerprint='v1:' + 'ab' * 16,
+                                                           cipher='aes-256-gcm', snapshot_id='00000003-0000001B-1', compression_level=0))
+    assert manifest['format_version'] == _manifest.ARTIFACT_FORMAT_VERSION == 1
     assert manifest['started_at'] == '2026-01-31T02:00:05Z'
     assert manifest['counted_tables'] == ['audit_log', 'photo']
-    target = ar.write_manifest(str(tmp_path / 'backup.sql'), manifest)
+    target = _manifest.write_manifest(str(tmp_path / 'backup.sql'), manifest)
     assert target == str(tmp_path / 'backup.sql.manifest.json')
-    assert ar.read_manifest(str(tmp_path / 'backup.sql')) == manifest
-    assert ar.read_manifest(target) == manifest
+    assert _manifest.read_manifest(str(tmp_path / 'backup.sql')) == manifest
+    assert _manifest.read_manifest(target) == manifest
     assert json.loads((tmp_path / 'backup.sql.manifest.json').read_text()) == manifest
-    assert (tmp_path / 'backup.sql.manifest.json').read_bytes() == ar.manifest_bytes(manifest)
-    assert set(manifest) == set(ar.MANIFEST_FIELDS)
-    assert ar.validate_manifest(manifest) == []
+    assert (tmp_path / 'backup.sql.manifest.json').read_bytes() == _manifest.manifest_bytes(manifest)
+    assert set(manifest) == set(_manifest.MANIFEST_FIELDS)
+    assert _manifest.validate_manifest(manifest) == []
     assert _entries(tmp_path) == ['backup.sql', 'backup.sql.manifest.json']
-    with pytest.raises(ar.ArtifactExistsError):
-        ar.write_manifest(str(tmp_path / 'backup.sql'), manifest)
+    with pytest.raises(_atomic.ArtifactExistsError):
+        _manifest.write_manifest(str(tmp_path / 'backup.sql'), manifest)
 
 
 def test_build_manifest_optional_fields_default_to_none(tmp_path):
     (tmp_path / 'backup.sql').write_bytes(PLAIN_SQL)
     fields = _manifest_fields(str(tmp_path / 'backup.sql'))
     del fields['host'], fields['source']
-    manifest = ar.build_manifest(**fields)
-    assert all(manifest[field] is None for field in ar.OPTIONAL_FIELDS)
+    manifest = _manifest.build_manifest(**fields)
+    assert all(manifest[field] is None for field in _manifest.OPTIONAL_FIELDS)
 
 
 def test_build_manifest_rejects_unknown_fields(tmp_path):
     (tmp_path / 'backup.sql').write_bytes(PLAIN_SQL)
     with pytest.raises(ValueError, match='unknown manifest field.*row_count$'):
-        ar.build_manifest(row_count={}, **_manifest_fields(str(tmp_path / 'backup.sql')))
+        _manifest.build_manifest(row_count={}, **_manifest_fields(str(tmp_path / 'backup.sql')))
 
 
 def _valid():
@@ -752,7 +753,7 @@ def _valid():
 def test_validate_manifest(change, problem):
     manifest = _valid()
     manifest.update(change)
-    problems = ar.validate_manifest(manifest)
+    problems = _manifest.validate_manifest(manifest)
     if problem is None:
         assert problems == []
     else:
@@ -761,32 +762,32 @@ def test_validate_manifest(change, problem):
 
 @pytest.mark.parametrize('value', [[], 'x', None, 3])
 def test_validate_manifest_not_an_object(value):
-    assert ar.validate_manifest(value) == ['the manifest is not a JSON object']
+    assert _manifest.validate_manifest(value) == ['the manifest is not a JSON object']
 
 
 def test_build_manifest_refuses_invalid_and_write_refuses_invalid(tmp_path):
     (tmp_path / 'x.sql').write_bytes(PLAIN_SQL)
-    with pytest.raises(ar.ManifestError) as caught:
-        ar.build_manifest(**_manifest_fields(str(tmp_path / 'x.sql'), sha256='nope'))
+    with pytest.raises(_manifest.ManifestError) as caught:
+        _manifest.build_manifest(**_manifest_fields(str(tmp_path / 'x.sql'), sha256='nope'))
     assert caught.value.problems == ['sha256 must be 64 lowercase hexadecimal characters']
     bad = _valid()
     bad['size'] = -5
-    with pytest.raises(ar.ManifestError, match='refusing to write an invalid manifest: size'):
-        ar.write_manifest(str(tmp_path / 'backup.sql'), bad)
+    with pytest.raises(_manifest.ManifestError, match='refusing to write an invalid manifest: size'):
+        _manifest.write_manifest(str(tmp_path / 'backup.sql'), bad)
     assert _entries(tmp_path) == ['x.sql']
 
 
 @pytest.mark.parametrize('content, error, words', [
-    (None, ar.ManifestMissingError, 'manifest missing: '),
-    (b'{not json', ar.ManifestError, 'is not valid JSON'),
-    (b'\xff\xfe', ar.ManifestError, 'is not valid JSON'),
-    (b'[1, 2]', ar.ManifestError, 'is not a JSON object'),
+    (None, _manifest.ManifestMissingError, 'manifest missing: '),
+    (b'{not json', _manifest.ManifestError, 'is not valid JSON'),
+    (b'\xff\xfe', _manifest.ManifestError, 'is not valid JSON'),
+    (b'[1, 2]', _manifest.ManifestError, 'is not a JSON object'),
 ])
 def test_read_manifest_errors(tmp_path, content, error, words):
     if content is not None:
         (tmp_path / 'b.sql.manifest.json').write_bytes(content)
     with pytest.raises(error, match=words):
-        ar.read_manifest(str(tmp_path / 'b.sql'))
+        _manifest.read_manifest(str(tmp_path / 'b.sql'))
 
 
 # --------------------------------------------------------------------------------------------
@@ -819,7 +820,7 @@ def _truncate(path, keep=0.5):
 
 def test_verify_ok_plain(tmp_path):
     path = _publish(tmp_path)
-    result = ar.verify_artifact(path)
+    result = _verification.verify_artifact(path)
     assert result['ok'] is True, result['problems']
     assert result['kind'] == 'artifact'
     assert result['problems'] == []
@@ -834,9 +835,9 @@ def test_verify_flipped_byte(tmp_path):
     path = _publish(tmp_path)
     expected = hashlib.sha256(PLAIN_SQL).hexdigest()
     _flip_byte(path)
-    result = ar.verify_artifact(path)
+    result = _verification.verify_artifact(path)
     assert result['ok'] is False
-    assert result['problems'] == ['sha256 mismatch: manifest says %s, file has %s' % (expected, ar.sha256_file(path))]
+    assert result['problems'] == ['sha256 mismatch: manifest says %s, file has %s' % (expected, _digest.sha256_file(path))]
 
 
 def test_verify_truncated_plain_at_a_line_boundary(tmp_path):
@@ -844,7 +845,7 @@ def test_verify_truncated_plain_at_a_line_boundary(tmp_path):
     cut = PLAIN_SQL.index(b'\\.\n') + 3
     with open(path, 'r+b') as fileobj:
         fileobj.truncate(cut)
-    result = ar.verify_artifact(path)
+    result = _verification.verify_artifact(path)
     assert result['problems'][0] == 'size mismatch: manifest says %d bytes, file has %d' % (len(PLAIN_SQL), cut)
     assert result['problems'][1].startswith('sha256 mismatch: ')
     assert result['problems'][2].startswith('plain dump is incomplete')
@@ -856,7 +857,7 @@ def test_verify_truncated_custom_archive_with_a_lenient_toc(tmp_path):
     path = _publish(tmp_path, content=b'PGDMP' + os.urandom(4000), fmt='custom', compression='gzip')
     _truncate(path)
     runner = _toc_runner()
-    result = ar.verify_artifact(path, toc_runner=runner)
+    result = _verification.verify_artifact(path, toc_runner=runner)
     assert runner.calls == [path]
     assert result['toc_tables'] == ['public.audit_log', 'public.photo', 'reports.daily totals']
     assert result['ok'] is False
@@ -867,47 +868,47 @@ def test_verify_truncated_custom_archive_with_a_lenient_toc(tmp_path):
 def test_verify_custom_ok_and_toc_missing_a_table(tmp_path):
     path = _publish(tmp_path, content=b'PGDMP' + b'\0' * 100, fmt='custom', compression='none',
                     row_counts={'photo': 1, 'public.audit_log': 2, 'vehicle': 3})
-    result = ar.verify_artifact(path, toc_runner=_toc_runner())
+    result = _verification.verify_artifact(path, toc_runner=_toc_runner())
     assert result['problems'] == ['table of contents has no data for vehicle listed in the manifest']
     trimmed = '\n'.join(line for line in TOC.splitlines() if 'vehicle' not in line)
-    assert ar.verify_artifact(path, toc_runner=_toc_runner(trimmed))['ok'] is False
-    ok = ar.verify_artifact(path, toc_runner=_toc_runner(TOC + '3348; 0 16420 TABLE DATA public vehicle app\n'))
+    assert _verification.verify_artifact(path, toc_runner=_toc_runner(trimmed))['ok'] is False
+    ok = _verification.verify_artifact(path, toc_runner=_toc_runner(TOC + '3348; 0 16420 TABLE DATA public vehicle app\n'))
     assert ok['ok'] is True and ok['problems'] == []
 
 
 def test_verify_toc_unreadable(tmp_path):
     path = _publish(tmp_path, content=b'garbage', fmt='custom')
     runner = _toc_runner('', 1, 'pg_restore: error: input file does not appear to be a valid archive\n')
-    result = ar.verify_artifact(path, toc_runner=runner)
+    result = _verification.verify_artifact(path, toc_runner=runner)
     assert result['problems'] == ['table of contents unreadable: pg_restore: error: input file does not appear to be a valid archive']
     assert result['toc_tables'] is None
-    assert ar.verify_artifact(path, toc_runner=_toc_runner('', 2, ''))['problems'] == ['table of contents unreadable: pg_restore exited with 2']
+    assert _verification.verify_artifact(path, toc_runner=_toc_runner('', 2, ''))['problems'] == ['table of contents unreadable: pg_restore exited with 2']
 
 
 def test_verify_without_toc_runner_checks_the_checksum_only(tmp_path):
     path = _publish(tmp_path, content=b'PGDMP', fmt='custom')
-    assert ar.verify_artifact(path)['ok'] is True
+    assert _verification.verify_artifact(path)['ok'] is True
 
 
 def test_verify_directory_artifact(tmp_path):
     path = _publish(tmp_path, content=DIR_FILES, fmt='directory', compression='gzip')
     assert path.endswith('.dir')
     runner = _toc_runner()
-    result = ar.verify_artifact(path + '/', toc_runner=runner)
+    result = _verification.verify_artifact(path + '/', toc_runner=runner)
     assert result['ok'] is True, result['problems']
     assert runner.calls == [path]
     os.rename(os.path.join(path, '3345.dat.gz'), os.path.join(path, '3399.dat.gz'))
-    result = ar.verify_artifact(path, toc_runner=runner)
+    result = _verification.verify_artifact(path, toc_runner=runner)
     assert [problem.split(':')[0] for problem in result['problems']] == ['sha256 mismatch']
 
 
 def test_verify_missing_manifest(tmp_path):
     (tmp_path / 'x.dump').write_bytes(b'PGDMP')
-    result = ar.verify_artifact(str(tmp_path / 'x.dump'))
+    result = _verification.verify_artifact(str(tmp_path / 'x.dump'))
     assert result['kind'] == 'unknown'
     assert result['problems'] == ['manifest missing: %s.manifest.json does not exist' % (tmp_path / 'x.dump')]
     assert result['manifest'] is None and result['sha256'] == hashlib.sha256(b'PGDMP').hexdigest()
-    relaxed = ar.verify_artifact(str(tmp_path / 'x.dump'), require_manifest=False)
+    relaxed = _verification.verify_artifact(str(tmp_path / 'x.dump'), require_manifest=False)
     assert relaxed['ok'] is True and relaxed['problems'] == []
 
 
@@ -915,15 +916,15 @@ def test_verify_runbook_backup(tmp_path):
     path = str(tmp_path / 'backup_2026-01-31_02-00-05.sql')
     with open(path, 'wb') as fileobj:
         fileobj.write(PLAIN_SQL)
-    result = ar.verify_artifact(path)
+    result = _verification.verify_artifact(path)
     assert result['kind'] == 'runbook'
     assert result['manifest'] is None
     assert result['ok'] is False
     assert result['problems'] == ['no manifest: a hand-made backup; its checksum cannot be verified']
-    relaxed = ar.verify_artifact(path, require_manifest=False)
+    relaxed = _verification.verify_artifact(path, require_manifest=False)
     assert relaxed['ok'] is True and relaxed['kind'] == 'runbook'
     _truncate(path, 0.6)
-    truncated = ar.verify_artifact(path, require_manifest=False)
+    truncated = _verification.verify_artifact(path, require_manifest=False)
     assert truncated['problems'] == ['plain dump is incomplete: it does not end with pg_dump\'s "PostgreSQL database dump complete" trailer']
 
 
@@ -931,16 +932,16 @@ def test_verify_trailer_followed_by_unrestrict(tmp_path):
     path = str(tmp_path / 'b.sql')
     with open(path, 'wb') as fileobj:
         fileobj.write(PLAIN_SQL + b'\\unrestrict abcdef\n\n')
-    assert ar.verify_artifact(path, require_manifest=False)['ok'] is True
+    assert _verification.verify_artifact(path, require_manifest=False)['ok'] is True
 
 
 def test_verify_file_missing(tmp_path):
     path = _publish(tmp_path)
     os.unlink(path)
-    result = ar.verify_artifact(path)
+    result = _verification.verify_artifact(path)
     assert result['problems'] == ['file missing: %s does not exist' % path]
     assert result['manifest'] is not None and result['kind'] == 'artifact'
-    nothing = ar.verify_artifact(str(tmp_path / 'nothing.sql'))
+    nothing = _verification.verify_artifact(str(tmp_path / 'nothing.sql'))
     assert nothing['problems'][0] == 'file missing: %s does not exist' % (tmp_path / 'nothing.sql')
 
 
@@ -949,25 +950,25 @@ def test_verify_invalid_manifest_and_renamed_artifact(tmp_path):
     renamed = str(tmp_path / 'renamed.sql')
     os.rename(path, renamed)
     os.rename(ar.manifest_path(path), ar.manifest_path(renamed))
-    result = ar.verify_artifact(renamed)
+    result = _verification.verify_artifact(renamed)
     assert result['problems'] == ['the manifest describes %s, not renamed.sql' % os.path.basename(path)]
-    manifest = ar.read_manifest(renamed)
+    manifest = _manifest.read_manifest(renamed)
     manifest['format_version'] = 9
     with open(ar.manifest_path(renamed), 'w') as fileobj:
         json.dump(manifest, fileobj)
-    assert ar.verify_artifact(renamed)['problems'][0].startswith('manifest invalid: format_version 9 is not supported')
+    assert _verification.verify_artifact(renamed)['problems'][0].startswith('manifest invalid: format_version 9 is not supported')
     with open(ar.manifest_path(renamed), 'w') as fileobj:
         fileobj.write('{')
-    assert ar.verify_artifact(renamed)['problems'][0].startswith('manifest unreadable: ')
+    assert _verification.verify_artifact(renamed)['problems'][0].startswith('manifest unreadable: ')
 
 
 def test_verify_format_disagreement(tmp_path):
     path = _publish(tmp_path, content=b'PGDMP', fmt='custom')
-    manifest = ar.read_manifest(path)
+    manifest = _manifest.read_manifest(path)
     manifest['dump_format'] = 'directory'
     with open(ar.manifest_path(path), 'w') as fileobj:
         json.dump(manifest, fileobj)
-    assert 'is not a directory' in ar.verify_artifact(path)['problems'][0]
+    assert 'is not a directory' in _verification.verify_artifact(path)['problems'][0]
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -977,7 +978,7 @@ def test_verify_format_disagreement(tmp_path):
     ('3345; 0 16390 TABLE public photo app\n', []),
 ])
 def test_parse_toc_tables(text, expected):
-    assert ar.parse_toc_tables(text) == expected
+    assert _verification.parse_toc_tables(text) == expected
 
 
 # --------------------------------------------------------------------------------------------
@@ -998,12 +999,12 @@ def test_list_artifacts_newest_first_and_skips(tmp_path):
     (tmp_path / 'orphan.sql.manifest.json').write_text('{}')
     (tmp_path / 'broken.sql').write_bytes(b'x')
     (tmp_path / 'broken.sql.manifest.json').write_text('{')
-    listed = ar.list_artifacts(str(tmp_path), 'telemetry_db')
+    listed = _verification.list_artifacts(str(tmp_path), 'telemetry_db')
     assert [entry['path'] for entry in listed] == [third, second, first]
     assert listed[0]['started_at'] == _later(120)
     assert listed[0]['manifest']['dump_format'] == 'directory'
-    assert [entry['path'] for entry in ar.list_artifacts(str(tmp_path))] == [other, third, second, first]
-    assert ar.list_artifacts(str(tmp_path), 'nobody') == []
+    assert [entry['path'] for entry in _verification.list_artifacts(str(tmp_path))] == [other, third, second, first]
+    assert _verification.list_artifacts(str(tmp_path), 'nobody') == []
 
 
 def test_newest_verified_skips_damaged(tmp_path):
@@ -1012,21 +1013,21 @@ def test_newest_verified_skips_damaged(tmp_path):
     third = _publish(tmp_path, started=_later(120))
     _flip_byte(third)
     _truncate(second)
-    selection = ar.newest_verified(str(tmp_path), 'telemetry_db')
+    selection = _verification.newest_verified(str(tmp_path), 'telemetry_db')
     assert selection['selected']['path'] == first
     assert selection['selected']['ok'] is True
     assert [result['path'] for result in selection['rejected']] == [third, second]
     assert selection['rejected'][0]['problems'][0].startswith('sha256 mismatch')
     _flip_byte(first)
-    none = ar.newest_verified(str(tmp_path), 'telemetry_db')
+    none = _verification.newest_verified(str(tmp_path), 'telemetry_db')
     assert none['selected'] is None and len(none['rejected']) == 3
-    assert ar.newest_verified(str(tmp_path), 'other') == {'selected': None, 'rejected': []}
+    assert _verification.newest_verified(str(tmp_path), 'other') == {'selected': None, 'rejected': []}
 
 
 def test_newest_verified_uses_the_toc_runner(tmp_path):
     older = _publish(tmp_path, content=b'PGDMP1', started=_later(0), fmt='custom')
     _publish(tmp_path, content=b'PGDMP2', started=_later(60), fmt='custom', row_counts={'photo': 1, 'gone': 1})
-    selection = ar.newest_verified(str(tmp_path), 'telemetry_db', toc_runner=_toc_runner())
+    selection = _verification.newest_verified(str(tmp_path), 'telemetry_db', toc_runner=_toc_runner())
     assert selection['selected']['path'] == older
     assert selection['rejected'][0]['problems'] == ['table of contents has no data for gone listed in the manifest']
 
@@ -1034,29 +1035,29 @@ def test_newest_verified_uses_the_toc_runner(tmp_path):
 def test_remove_artifact(tmp_path):
     plain = _publish(tmp_path, started=_later(0))
     directory = _publish(tmp_path, content=DIR_FILES, started=_later(60), fmt='directory')
-    assert ar.remove_artifact(plain) == [plain + '.manifest.json', plain]
-    assert ar.remove_artifact(directory) == [directory + '.manifest.json', directory]
-    assert ar.remove_artifact(directory) == []
+    assert _verification.remove_artifact(plain) == [plain + '.manifest.json', plain]
+    assert _verification.remove_artifact(directory) == [directory + '.manifest.json', directory]
+    assert _verification.remove_artifact(directory) == []
     assert _entries(tmp_path) == []
 
 
 def test_manifest_as_pg_logical_backup_builds_it(tmp_path):
     """The backup module passes isoformat() stamps with microseconds and a transport mapping."""
     (tmp_path / 'backup.sql.zst').write_bytes(b'(\xb5/\xfd')
-    sha256, size = ar.artifact_digest(str(tmp_path / 'backup.sql.zst'))
+    sha256, size = _digest.artifact_digest(str(tmp_path / 'backup.sql.zst'))
     started = datetime.datetime.fromtimestamp(1769824805.123456, tz=UTC).isoformat().replace('+00:00', 'Z')
     finished = datetime.datetime.fromtimestamp(1769824830.0, tz=UTC).isoformat().replace('+00:00', 'Z')
-    manifest = ar.build_manifest(
+    manifest = _manifest.build_manifest(
         collection_version='0.1.0', file='backup.sql.zst', dump_format='plain', compression='zstd', compression_level=1,
         size=size, sha256=sha256, database='telemetry_db', server_version='15.18', pg_dump_version='pg_dump (PostgreSQL) 15.18',
         started_at=started, finished_at=finished, snapshot_id='00000003-0000001B-1', row_counts={'photo': 5000, 'audit_log': 12},
         counted_tables=['photo', 'audit_log'], key_fingerprint=None, cipher=None,
         transport={'transport': 'compose', 'project_src': '/srv/telemetry', 'project_name': None, 'service': 'db',
                    'database': 'telemetry_db', 'user': 'app'})
-    ar.write_manifest(str(tmp_path / 'backup.sql.zst') + ar.MANIFEST_SUFFIX, manifest)
-    result = ar.verify_artifact(str(tmp_path / 'backup.sql.zst'))
+    _manifest.write_manifest(str(tmp_path / 'backup.sql.zst') + ar.MANIFEST_SUFFIX, manifest)
+    result = _verification.verify_artifact(str(tmp_path / 'backup.sql.zst'))
     assert result['ok'] is True, result['problems']
-    assert ar.list_artifacts(str(tmp_path))[0]['started_at'] == datetime.datetime.fromtimestamp(1769824805.123456, tz=UTC)
+    assert _verification.list_artifacts(str(tmp_path))[0]['started_at'] == datetime.datetime.fromtimestamp(1769824805.123456, tz=UTC)
 
 
 def test_hashing_and_writing_keep_memory_flat(tmp_path):
@@ -1065,12 +1066,12 @@ def test_hashing_and_writing_keep_memory_flat(tmp_path):
     chunk = b'\x5a' * (256 * 1024)
     tracemalloc.start()
     try:
-        with ar.AtomicArtifactWriter(str(tmp_path), 'big.dump') as writer:
+        with _atomic.AtomicArtifactWriter(str(tmp_path), 'big.dump') as writer:
             for dummy in range(size // len(chunk)):
                 writer.write(chunk)
             writer.commit()
-        assert ar.file_digest(str(tmp_path / 'big.dump'))[1] == size
-        result = ar.verify_artifact(str(tmp_path / 'big.dump'), require_manifest=False)
+        assert _digest.file_digest(str(tmp_path / 'big.dump'))[1] == size
+        result = _verification.verify_artifact(str(tmp_path / 'big.dump'), require_manifest=False)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import (
-    _artifact, _compose, _drill, _errors, _lock, _photo_crypto, _rekognition, _report, _restore_plan, _results,
-    _transport)
+    _artifact, _atomic, _compose, _drill, _errors, _lock, _manifest, _photo_crypto, _report, _restore_plan, _results, _transport)
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import errors as _rekognition
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import errors as _restore
 
 
 @pytest.mark.parametrize('error, code', [
     (_artifact.ArtifactError('x'), 'artifact_error'),
-    (_artifact.NoSpaceError('x'), 'disk_full'),
-    (_artifact.ManifestMissingError('x'), 'artifact_error'),
+    (_atomic.NoSpaceError('x'), 'disk_full'),
+    (_manifest.ManifestMissingError('x'), 'artifact_error'),
     (_lock.LockError('x'), 'lock_error'),
     (_lock.LockHeldError('x', {'pid': 1}, '/b/.l.lock'), 'lock_held'),
     (_photo_crypto.KeyFormatError('x'), 'bad_key'),

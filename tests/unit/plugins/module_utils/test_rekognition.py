@@ -18,7 +18,15 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _lock as lk
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _photo_crypto as pc
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _rekognition as rk
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import aws as _aws
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import errors as _errors
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import faces as _faces
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import images as _images
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import mapping as _mapping
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import plan as _plan
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import request as _request
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import run as _run
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import source as _source
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
 KEY = bytes(range(1, 33))
@@ -153,10 +161,10 @@ def run(client, photos, check_mode=False, face_table=None, **options):
     options.setdefault('key', KEY)
     options.setdefault('tps', 1000)
     options.setdefault('concurrency', 4)
-    request = rk.ReindexRequest('fleet-drivers', **options)
+    request = _request.ReindexRequest('fleet-drivers', **options)
     warnings = []
-    reindexer = rk.Reindexer(request, client, FakeSource(photos) if isinstance(photos, list) else photos, face_table,
-                             check_mode=check_mode, warn=warnings.append, sleep=lambda seconds: None)
+    reindexer = _run.Reindexer(request, client, FakeSource(photos) if isinstance(photos, list) else photos, face_table,
+                               check_mode=check_mode, warn=warnings.append, sleep=lambda seconds: None)
     result = reindexer.run()
     result['_warnings'] = warnings
     return result
@@ -167,36 +175,36 @@ def run(client, photos, check_mode=False, face_table=None, **options):
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('code, status, kind', [
-    ('ProvisionedThroughputExceededException', 400, rk.THROTTLE),
-    ('ThrottlingException', 400, rk.THROTTLE),
-    ('InternalServerError', 500, rk.SERVER),
-    ('SomethingNew', 503, rk.SERVER),
-    ('InvalidImageFormatException', 400, rk.PHOTO),
-    ('ImageTooLargeException', 400, rk.PHOTO),
-    ('InvalidParameterException', 400, rk.PHOTO),
-    ('ValidationException', 400, rk.PHOTO),
-    ('AccessDeniedException', 400, rk.FATAL),
-    ('ResourceNotFoundException', 400, rk.FATAL),
-    ('UnrecognizedClientException', 400, rk.FATAL),
+    ('ProvisionedThroughputExceededException', 400, _errors.THROTTLE),
+    ('ThrottlingException', 400, _errors.THROTTLE),
+    ('InternalServerError', 500, _errors.SERVER),
+    ('SomethingNew', 503, _errors.SERVER),
+    ('InvalidImageFormatException', 400, _errors.PHOTO),
+    ('ImageTooLargeException', 400, _errors.PHOTO),
+    ('InvalidParameterException', 400, _errors.PHOTO),
+    ('ValidationException', 400, _errors.PHOTO),
+    ('AccessDeniedException', 400, _errors.FATAL),
+    ('ResourceNotFoundException', 400, _errors.FATAL),
+    ('UnrecognizedClientException', 400, _errors.FATAL),
 ])
 def test_classify_error(code, status, kind):
-    assert rk.classify_error(code, status) == kind
+    assert _errors.classify_error(code, status) == kind
 
 
 @pytest.mark.parametrize('exc, kind, code', [
-    (client_error('ThrottlingException'), rk.THROTTLE, 'ThrottlingException'),
-    (client_error('InternalServerError', 500), rk.SERVER, 'InternalServerError'),
-    (ReadTimeoutError(endpoint_url='http://x'), rk.UNKNOWN_OUTCOME, 'ReadTimeoutError'),
-    (EndpointConnectionError(endpoint_url='http://x'), rk.UNSENT, 'EndpointConnectionError'),
-    (ConnectTimeoutError(endpoint_url='http://x'), rk.UNSENT, 'ConnectTimeoutError'),
-    (NoCredentialsError(), rk.FATAL, 'NoCredentialsError'),
+    (client_error('ThrottlingException'), _errors.THROTTLE, 'ThrottlingException'),
+    (client_error('InternalServerError', 500), _errors.SERVER, 'InternalServerError'),
+    (ReadTimeoutError(endpoint_url='http://x'), _errors.UNKNOWN_OUTCOME, 'ReadTimeoutError'),
+    (EndpointConnectionError(endpoint_url='http://x'), _errors.UNSENT, 'EndpointConnectionError'),
+    (ConnectTimeoutError(endpoint_url='http://x'), _errors.UNSENT, 'ConnectTimeoutError'),
+    (NoCredentialsError(), _errors.FATAL, 'NoCredentialsError'),
 ])
 def test_classify_exception(exc, kind, code):
-    assert rk.classify_exception(exc)[:2] == (kind, code)
+    assert _errors.classify_exception(exc)[:2] == (kind, code)
 
 
 def test_classify_exception_leaves_other_exceptions_alone():
-    assert rk.classify_exception(ValueError('bug')) is None
+    assert _errors.classify_exception(ValueError('bug')) is None
 
 
 @pytest.mark.parametrize('external_id, ok', [
@@ -210,61 +218,61 @@ def test_classify_exception_leaves_other_exceptions_alone():
     (u'caf\u00e9', False),
 ])
 def test_external_id_problem(external_id, ok):
-    assert (rk.external_id_problem(external_id) is None) == ok
+    assert (_plan.external_id_problem(external_id) is None) == ok
 
 
 def test_plan_of_a_first_run_indexes_everything():
-    plan = rk.plan_reindex(['a', 'b', 'c'])
+    plan = _plan.plan_reindex(['a', 'b', 'c'])
     assert plan['index'] == ['a', 'b', 'c'] and plan['complete']
 
 
 def test_plan_of_a_rerun_indexes_nothing():
-    plan = rk.plan_reindex(['a', 'b', 'c', 'd'], indexed={'a', 'c'}, no_face={'b', 'd'})
+    plan = _plan.plan_reindex(['a', 'b', 'c', 'd'], indexed={'a', 'c'}, no_face={'b', 'd'})
     assert plan['index'] == []
-    assert (plan[rk.SKIP_INDEXED], plan[rk.SKIP_NO_FACE]) == (2, 2)
+    assert (plan[_plan.SKIP_INDEXED], plan[_plan.SKIP_NO_FACE]) == (2, 2)
 
 
 def test_plan_of_an_interrupted_run_resumes_with_the_rest():
     ids = ['p%02d' % i for i in range(10)]
-    plan = rk.plan_reindex(ids, indexed=set(ids[:4]))
+    plan = _plan.plan_reindex(ids, indexed=set(ids[:4]))
     assert plan['index'] == ids[4:]
-    assert plan[rk.SKIP_INDEXED] == 4
+    assert plan[_plan.SKIP_INDEXED] == 4
 
 
 def test_plan_stops_at_the_limit():
-    plan = rk.plan_reindex(['a', 'b', 'c', 'd'], indexed={'a'}, limit=2)
+    plan = _plan.plan_reindex(['a', 'b', 'c', 'd'], indexed={'a'}, limit=2)
     assert plan['index'] == ['b', 'c'] and not plan['complete']
 
 
 def test_plan_with_a_limit_that_is_not_reached_is_complete():
-    plan = rk.plan_reindex(['a', 'b'], limit=5)
+    plan = _plan.plan_reindex(['a', 'b'], limit=5)
     assert plan['complete'] and plan['index'] == ['a', 'b']
 
 
 def test_plan_refuses_duplicate_and_invalid_external_ids():
-    plan = rk.plan_reindex(['a', 'a', 'b c', '', 'd'])
+    plan = _plan.plan_reindex(['a', 'a', 'b c', '', 'd'])
     assert plan['index'] == ['a', 'd']
-    assert plan[rk.DUPLICATE_ID] == 1 and plan[rk.INVALID_ID] == 2
+    assert plan[_plan.DUPLICATE_ID] == 1 and plan[_plan.INVALID_ID] == 2
 
 
 def test_pair_faces_by_nearest_bounding_box():
     rows = [(10, (0.5, 0.2, 0.1, 0.2)), (11, (0.1, 0.2, 0.1, 0.2))]
     faces = [('f-left', 'img', (0.11, 0.2, 0.1, 0.2)), ('f-right', 'img', (0.49, 0.21, 0.1, 0.2))]
-    pairs, rows_left, faces_left = rk.pair_faces(rows, faces)
+    pairs, rows_left, faces_left = _faces.pair_faces(rows, faces)
     assert [(row[0], face[0]) for row, face in pairs] == [(10, 'f-right'), (11, 'f-left')]
     assert rows_left == [] and faces_left == []
 
 
 def test_pair_faces_reports_the_unmatched():
-    pairs, rows_left, faces_left = rk.pair_faces([(1, (0.1, 0.1, 0.1, 0.1))], [('a', 'i', (0.1, 0.1, 0.1, 0.1)), ('b', 'i', (0.9, 0.9, 0.1, 0.1))])
+    pairs, rows_left, faces_left = _faces.pair_faces([(1, (0.1, 0.1, 0.1, 0.1))], [('a', 'i', (0.1, 0.1, 0.1, 0.1)), ('b', 'i', (0.9, 0.9, 0.1, 0.1))])
     assert [face[0] for dummy, face in pairs] == ['a'] and [face[0] for face in faces_left] == ['b'] and rows_left == []
-    pairs, rows_left, faces_left = rk.pair_faces([(1, None), (2, None)], [('a', 'i', (0.1, 0.1, 0.1, 0.1))])
+    pairs, rows_left, faces_left = _faces.pair_faces([(1, None), (2, None)], [('a', 'i', (0.1, 0.1, 0.1, 0.1))])
     assert len(pairs) == 1 and [row[0] for row in rows_left] == [2] and faces_left == []
 
 
 def test_pair_faces_without_boxes_pairs_rows_in_order_with_faces_top_to_bottom():
     faces = [('low', 'i', (0.1, 0.8, 0.1, 0.1)), ('high', 'i', (0.5, 0.1, 0.1, 0.1))]
-    pairs, dummy, dummy2 = rk.pair_faces([(7, None), (3, None)], faces)
+    pairs, dummy, dummy2 = _faces.pair_faces([(7, None), (3, None)], faces)
     assert [(row[0], face[0]) for row, face in pairs] == [(3, 'high'), (7, 'low')]
 
 
@@ -276,15 +284,15 @@ def test_plan_face_id_updates():
     faces = {1: [('new-1', 'img1', (0.1, 0.2, 0.1, 0.2))],
              2: [('same', 'img2', (0.0, 0.2, 0.1, 0.2)), ('new-2b', 'img2', (0.1, 0.2, 0.1, 0.2))],
              5: [('new-5', 'img5', (0.1, 0.2, 0.1, 0.2))]}
-    updates, counts = rk.plan_face_id_updates(rows, faces, no_face_photos={3})
+    updates, counts = _faces.plan_face_id_updates(rows, faces, no_face_photos={3})
     assert sorted(updates) == [(100, 'new-1', 'img1'), (201, 'new-2b', 'img2')]
     assert counts == {'rows_updated': 2, 'rows_unchanged': 1, 'rows_without_face': 1, 'faces_without_row': 1}
 
 
 def test_check_key_fails_when_none_of_the_first_photos_decrypts():
     sample = [(photo_id, data, None) for photo_id, data, dummy in make_photos([1, 0, 2])]
-    with pytest.raises(rk.ReindexError) as err:
-        rk.check_key(sample, OTHER_KEY, pc.AES_256_GCM)
+    with pytest.raises(_errors.ReindexError) as err:
+        _images.check_key(sample, OTHER_KEY, pc.AES_256_GCM)
     assert err.value.code == 'bad_key'
     assert 'none of the 3 photos' in str(err.value) and 'nothing was sent to Rekognition' in str(err.value)
 
@@ -294,40 +302,40 @@ def test_check_key_lets_a_corrupted_photo_through():
     corrupted = bytearray(photos[0][1])
     corrupted[20] ^= 0xFF
     sample = [(1, bytes(corrupted), None)] + [(photo_id, data, None) for photo_id, data, dummy in photos[1:]]
-    assert rk.check_key(sample, KEY, pc.AES_256_GCM) == {'checked': 3, 'failed': 1}
+    assert _images.check_key(sample, KEY, pc.AES_256_GCM) == {'checked': 3, 'failed': 1}
 
 
 def test_check_key_with_no_photo_passes():
-    assert rk.check_key([], KEY, pc.AES_256_GCM) == {'checked': 0, 'failed': 0}
+    assert _images.check_key([], KEY, pc.AES_256_GCM) == {'checked': 0, 'failed': 0}
 
 
 def test_prepare_image_reports_why_a_photo_cannot_be_sent():
     good = pc.encrypt(KEY, image_with_faces(1))
-    assert rk.prepare_image(KEY, pc.AES_256_GCM, good) == (image_with_faces(1), False)
+    assert _images.prepare_image(KEY, pc.AES_256_GCM, good) == (image_with_faces(1), False)
     corrupted = bytearray(good)
     corrupted[-1] ^= 1
-    with pytest.raises(rk.PhotoProblem) as err:
-        rk.prepare_image(KEY, pc.AES_256_GCM, bytes(corrupted))
+    with pytest.raises(_errors.PhotoProblem) as err:
+        _images.prepare_image(KEY, pc.AES_256_GCM, bytes(corrupted))
     assert err.value.reason == 'authentication_failed'
-    with pytest.raises(rk.PhotoProblem) as err:
-        rk.prepare_image(KEY, pc.AES_256_GCM, pc.encrypt(KEY, b'GIF89a not a jpeg'))
+    with pytest.raises(_errors.PhotoProblem) as err:
+        _images.prepare_image(KEY, pc.AES_256_GCM, pc.encrypt(KEY, b'GIF89a not a jpeg'))
     assert err.value.reason == 'not_an_image'
 
 
 def test_prepare_image_reports_or_downscales_an_oversized_photo():
     image = noise_png(420, 420)
     ciphertext = pc.encrypt(KEY, image)
-    with pytest.raises(rk.PhotoProblem) as err:
-        rk.prepare_image(KEY, pc.AES_256_GCM, ciphertext, oversize='report', max_bytes=len(image) - 1)
+    with pytest.raises(_errors.PhotoProblem) as err:
+        _images.prepare_image(KEY, pc.AES_256_GCM, ciphertext, oversize='report', max_bytes=len(image) - 1)
     assert err.value.reason == 'too_large'
-    fitted, downscaled = rk.prepare_image(KEY, pc.AES_256_GCM, ciphertext, oversize='downscale', max_bytes=len(image) // 3)
+    fitted, downscaled = _images.prepare_image(KEY, pc.AES_256_GCM, ciphertext, oversize='downscale', max_bytes=len(image) // 3)
     assert downscaled and len(fitted) <= len(image) // 3 and fitted.startswith(b'\xff\xd8\xff')
 
 
 def test_fit_image_keeps_the_minimum_size():
     image = noise_png(120, 120)
-    with pytest.raises(rk.PhotoProblem) as err:
-        rk.fit_image(image, max_bytes=500)
+    with pytest.raises(_errors.PhotoProblem) as err:
+        _images.fit_image(image, max_bytes=500)
     assert err.value.reason == 'too_large'
 
 
@@ -339,18 +347,18 @@ def noise_png(width, height):
 
 
 def test_known_no_face_only_trusts_a_document_of_the_same_collection_and_model():
-    document = rk.mapping_document({'id': 'c', 'arn': 'arn', 'face_model_version': '7.0'}, {'a': ['f']}, {'b', 'c'})
-    assert rk.known_no_face(document, 'c', '7.0') == {'b', 'c'}
-    assert rk.known_no_face(document, 'other', '7.0') == set()
-    assert rk.known_no_face(document, 'c', '6.0') == set()
-    assert rk.known_no_face(None, 'c', '7.0') == set()
-    assert rk.known_no_face({'format': 99}, 'c', '7.0') == set()
+    document = _mapping.mapping_document({'id': 'c', 'arn': 'arn', 'face_model_version': '7.0'}, {'a': ['f']}, {'b', 'c'})
+    assert _mapping.known_no_face(document, 'c', '7.0') == {'b', 'c'}
+    assert _mapping.known_no_face(document, 'other', '7.0') == set()
+    assert _mapping.known_no_face(document, 'c', '6.0') == set()
+    assert _mapping.known_no_face(None, 'c', '7.0') == set()
+    assert _mapping.known_no_face({'format': 99}, 'c', '7.0') == set()
 
 
 def test_summary_message_says_when_the_limit_stopped_the_run():
     result = {'indexed': 2, 'faces_indexed': 3, 'collection_id': 'c', 'already_indexed': 1, 'known_no_face': 0, 'no_face': 1,
               'failed_photos': 0, 'complete': False, 'limit': 3}
-    assert rk.summary_message(result).endswith('stopped at limit=3, run again to continue')
+    assert _plan.summary_message(result).endswith('stopped at limit=3, run again to continue')
 
 
 class RecordingSession(object):
@@ -365,7 +373,7 @@ class RecordingSession(object):
 
 def test_photo_source_adds_the_ids_to_the_filter():
     session = RecordingSession()
-    source = rk.PhotoSource(session, where="taken_at > '2025-01-01'", batch_size=10)
+    source = _source.PhotoSource(session, where="taken_at > '2025-01-01'", batch_size=10)
     assert list(source.rows(ids=[3, 1])) == []
     assert '''WHERE "id" > -4611686018427387904 AND ((taken_at > '2025-01-01') AND "id" IN (3, 1))''' in session.sql[0]
     assert 'encode("data", \'hex\'), "external_image_id"' in session.sql[0]
@@ -373,7 +381,7 @@ def test_photo_source_adds_the_ids_to_the_filter():
 
 def test_photo_source_derives_the_external_id_from_an_expression():
     session = RecordingSession([['7', '00', 'photo-7']])
-    source = rk.PhotoSource(session, external_id_expression="'photo-' || id", batch_size=10)
+    source = _source.PhotoSource(session, external_id_expression="'photo-' || id", batch_size=10)
     assert list(source.rows()) == [(7, b'\x00', 'photo-7')]
     assert '''encode("data", 'hex'), ('photo-' || id)::text FROM "photo"''' in session.sql[0]
     assert 'external_image_id' not in session.sql[0]
@@ -400,37 +408,37 @@ class FailingSession(object):
      'the photo query failed: column taken_at does not exist; check the photo_table, photo_*_column, external_id_* and where'),
 ])
 def test_a_missing_column_names_the_column_and_its_setting(stderr, code, expected):
-    with pytest.raises(rk.ReindexError) as err:
-        list(rk.PhotoSource(FailingSession(stderr), where='taken_at > now()').rows())
+    with pytest.raises(_errors.ReindexError) as err:
+        list(_source.PhotoSource(FailingSession(stderr), where='taken_at > now()').rows())
     assert err.value.code == code
     assert str(err.value).startswith(expected)
 
 
 def test_other_query_failures_pass_through():
     with pytest.raises(TransportError):
-        list(rk.PhotoSource(FailingSession('FATAL:  terminating connection')).rows())
+        list(_source.PhotoSource(FailingSession('FATAL:  terminating connection')).rows())
 
 
 def test_a_second_run_of_a_collection_is_refused_with_who_holds_it(tmp_path):
     ran = []
     with lk.BackupLock(str(tmp_path), 'reindex-fleet-drivers', purpose='re-indexing of collection fleet-drivers'):
-        with pytest.raises(rk.ReindexError) as err:
-            rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers'), lambda: ran.append(1))
+        with pytest.raises(_errors.ReindexError) as err:
+            _run.locked_run(_run.run_lock(str(tmp_path), 'fleet-drivers'), lambda: ran.append(1))
     assert err.value.code == 'lock_held' and ran == []
     assert str(err.value).startswith('another re-indexing of collection fleet-drivers is running: pid %d' % os.getpid())
     assert err.value.extra['holder']['pid'] == os.getpid()
-    assert rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers'), lambda: 'ran') == 'ran'
-    assert rk.locked_run(rk.run_lock(None, 'fleet-drivers'), lambda: 'unlocked') == 'unlocked'
+    assert _run.locked_run(_run.run_lock(str(tmp_path), 'fleet-drivers'), lambda: 'ran') == 'ran'
+    assert _run.locked_run(_run.run_lock(None, 'fleet-drivers'), lambda: 'unlocked') == 'unlocked'
 
 
 def test_check_mode_takes_no_lock(tmp_path):
     with lk.BackupLock(str(tmp_path), 'reindex-fleet-drivers'):
-        assert rk.locked_run(rk.run_lock(str(tmp_path), 'fleet-drivers', check_mode=True), lambda: 'planned') == 'planned'
+        assert _run.locked_run(_run.run_lock(str(tmp_path), 'fleet-drivers', check_mode=True), lambda: 'planned') == 'planned'
 
 
 def test_face_table_sql():
     session = RecordingSession([['5', '1', 'old', '0.1', '0.2', '0.3', '0.4'], ['6', '1', 'old2', '', '', '', '']])
-    table = rk.FaceTable(session)
+    table = _faces.FaceTable(session)
     rows = table.rows_by_photo([1, 2], "fleet'drivers")
     assert rows == {1: [(5, (0.1, 0.2, 0.3, 0.4), 'old'), (6, None, 'old2')]}
     assert '''"photo_id" IN (1, 2) AND "collection_id" = 'fleet''drivers\'''' in session.sql[0]
@@ -442,14 +450,14 @@ def test_face_table_sql():
 
 
 def test_face_table_refuses_a_partial_bounding_box():
-    with pytest.raises(rk.ReindexError):
-        rk.FaceTable(RecordingSession(), bbox_columns=['l', 't'])
+    with pytest.raises(_errors.ReindexError):
+        _faces.FaceTable(RecordingSession(), bbox_columns=['l', 't'])
 
 
 @pytest.mark.parametrize('collection_id, tps, concurrency', [('bad id', 5, 1), ('ok', 0, 1), ('ok', 5, 0)])
 def test_request_refuses_bad_options(collection_id, tps, concurrency):
-    with pytest.raises(rk.ReindexError) as err:
-        rk.ReindexRequest(collection_id, KEY, tps=tps, concurrency=concurrency)
+    with pytest.raises(_errors.ReindexError) as err:
+        _request.ReindexRequest(collection_id, KEY, tps=tps, concurrency=concurrency)
     assert err.value.code == 'bad_option'
 
 
@@ -473,7 +481,7 @@ class Scripted(object):
 
 
 def caller(client, **kwargs):
-    return rk.AwsCaller(client, sleep=lambda seconds: None, **kwargs)
+    return _aws.AwsCaller(client, sleep=lambda seconds: None, **kwargs)
 
 
 def test_throttling_is_retried_until_the_call_goes_through():
@@ -491,17 +499,17 @@ def test_throttling_for_too_long_stops_the_run():
         return now[0]
 
     client = Scripted(*([client_error('ThrottlingException')] * 20))
-    with pytest.raises(rk.AwsCallError) as err:
-        rk.AwsCaller(client, throttle_timeout=600, sleep=lambda s: None, clock=clock).call('index_faces', idempotent=False)
-    assert err.value.kind == rk.FATAL and 'still throttled' in err.value.message
+    with pytest.raises(_errors.AwsCallError) as err:
+        _aws.AwsCaller(client, throttle_timeout=600, sleep=lambda s: None, clock=clock).call('index_faces', idempotent=False)
+    assert err.value.kind == _errors.FATAL and 'still throttled' in err.value.message
 
 
 def test_a_write_with_an_unknown_outcome_is_not_resent():
     for error in (client_error('InternalServerError', 500), ReadTimeoutError(endpoint_url='http://x')):
         client = Scripted(error, {'ok': 1})
-        with pytest.raises(rk.AwsCallError) as err:
+        with pytest.raises(_errors.AwsCallError) as err:
             caller(client).call('index_faces', idempotent=False)
-        assert err.value.kind == rk.UNCERTAIN and client.calls == 1
+        assert err.value.kind == _errors.UNCERTAIN and client.calls == 1
 
 
 def test_a_write_that_never_left_is_resent():
@@ -514,26 +522,26 @@ def test_a_read_is_retried_a_bounded_number_of_times():
     aws = caller(client)
     assert aws.call('describe_collection') == {'ok': 1} and aws.retried == 2
     client = Scripted(*([client_error('InternalServerError', 500)] * 4))
-    with pytest.raises(rk.AwsCallError) as err:
+    with pytest.raises(_errors.AwsCallError) as err:
         caller(client, retries=3).call('describe_collection')
-    assert err.value.kind == rk.FATAL and client.calls == 4
+    assert err.value.kind == _errors.FATAL and client.calls == 4
 
 
 def test_photo_errors_and_fatal_errors_are_not_retried():
-    for code, kind in (('InvalidImageFormatException', rk.PHOTO), ('AccessDeniedException', rk.FATAL)):
+    for code, kind in (('InvalidImageFormatException', _errors.PHOTO), ('AccessDeniedException', _errors.FATAL)):
         client = Scripted(client_error(code), {'ok': 1})
-        with pytest.raises(rk.AwsCallError) as err:
+        with pytest.raises(_errors.AwsCallError) as err:
             caller(client).call('index_faces', idempotent=False)
         assert err.value.kind == kind and client.calls == 1
 
 
 def test_fatal_errors_name_the_fix():
-    error = rk.AwsCallError(rk.FATAL, 'AccessDeniedException', 'User is not authorized', 'index_faces')
+    error = _errors.AwsCallError(_errors.FATAL, 'AccessDeniedException', 'User is not authorized', 'index_faces')
     assert 'IAM permissions' in error.sentence()
 
 
 def test_the_boto3_client_gets_no_retries_of_its_own():
-    config = rk.client_config(16)
+    config = _aws.client_config(16)
     assert config['retries']['total_max_attempts'] == 1 and config['max_pool_connections'] >= 16
 
 
@@ -639,7 +647,7 @@ def test_a_run_removes_the_temporary_files_a_killed_run_left(tmp_path):
 
 def test_a_wrong_key_fails_before_any_aws_call():
     client = FakeRekognition()
-    with pytest.raises(rk.ReindexError) as err:
+    with pytest.raises(_errors.ReindexError) as err:
         run(client, make_photos(FACES), key=OTHER_KEY)
     assert err.value.code == 'bad_key'
     assert sum(client.calls.values()) == 0
@@ -647,7 +655,7 @@ def test_a_wrong_key_fails_before_any_aws_call():
 
 def test_a_wrong_cipher_fails_before_any_aws_call():
     client = FakeRekognition()
-    with pytest.raises(rk.ReindexError) as err:
+    with pytest.raises(_errors.ReindexError) as err:
         run(client, make_photos(FACES, cipher=pc.FERNET), cipher=pc.AES_256_GCM)
     assert err.value.code == 'bad_key' and 'fernet' in str(err.value)
     assert sum(client.calls.values()) == 0
@@ -718,7 +726,7 @@ def test_a_fatal_error_stops_the_run_and_keeps_what_was_done(tmp_path):
         return original(**kwargs)
 
     client.index_faces = index_faces
-    with pytest.raises(rk.ReindexError) as err:
+    with pytest.raises(_errors.ReindexError) as err:
         run(client, photos, concurrency=1, mapping_file=mapping)
     failure = err.value.to_result()
     assert failure['error_code'] == 'aws_auth' and failure['aws_error_code'] == 'AccessDeniedException'

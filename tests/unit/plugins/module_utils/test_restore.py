@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _pg, _photos, _transport
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _pg, _photos, _transport, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import commands as _commands
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import names as _names
@@ -859,10 +859,10 @@ def test_verify_artifact_accepts_a_runbook_dump_and_its_truncation_is_refused(tm
     path = tmp_path / 'backup_2026-01-30_23-00-00.sql'
     data = make_dump()
     path.write_bytes(data)
-    info = _artifact.verify_artifact(str(path), require_manifest=False)
+    info = _verification.verify_artifact(str(path), require_manifest=False)
     assert info['kind'] == 'runbook' and _preflight.artifact_refusal(info) is None
     path.write_bytes(data[:data.index(b'CREATE INDEX')])
-    info = _artifact.verify_artifact(str(path), require_manifest=False)
+    info = _verification.verify_artifact(str(path), require_manifest=False)
     assert 'trailer' in _preflight.artifact_refusal(info)
 
 

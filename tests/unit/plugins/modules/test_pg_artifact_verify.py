@@ -15,6 +15,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _atomic, _digest, _manifest
 from ansible_collections.fleet_telemetry.dr.plugins.modules import pg_artifact_verify
 from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import AnsibleExitJson, AnsibleFailJson, patched_exits
 
@@ -56,15 +57,15 @@ def _run(args, toc=(0, TOC, ''), check_mode=False):
 
 def _publish(directory, content=PLAIN_SQL, started=STARTED, fmt='plain', database='telemetry_db', row_counts=None):
     name = ar.artifact_name(started, fmt, 'none')
-    with ar.AtomicArtifactWriter(str(directory), name) as writer:
+    with _atomic.AtomicArtifactWriter(str(directory), name) as writer:
         writer.write(content)
         result = writer.commit()
-    manifest = ar.build_manifest(
+    manifest = _manifest.build_manifest(
         collection_version='0.1.0', file=name, dump_format=fmt, compression='none', size=result['size'],
         sha256=result['sha256'], database=database, server_version='15.18', pg_dump_version='15.18',
         started_at=started, finished_at=started + datetime.timedelta(seconds=2),
         row_counts={'photo': 2, 'audit_log': 1} if row_counts is None else row_counts, transport='direct')
-    ar.write_manifest(result['path'], manifest)
+    _manifest.write_manifest(result['path'], manifest)
     return result['path']
 
 
@@ -115,7 +116,7 @@ def test_damaged_artifact_fails_with_the_first_problem(tmp_path):
     assert result['msg'].startswith('artifact %s does not verify: sha256 mismatch: manifest says ' % path)
     assert result['problems'][0].startswith('sha256 mismatch')
     assert result['ok'] is False and result['changed'] is False
-    assert result['sha256'] == ar.sha256_file(path)
+    assert result['sha256'] == _digest.sha256_file(path)
 
 
 def test_damaged_artifact_reported_without_failing(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact as ar
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _atomic, _manifest
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _pg
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import encrypt, key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import run as _run
@@ -53,16 +54,16 @@ def make_dump(photos, audit=3, clean=True):
 def publish(directory, data, fingerprint=True, row_counts=None):
     """A plain artifact with a manifest, written the way pg_logical_backup writes it."""
     name = ar.artifact_name(STARTED, 'plain', 'none')
-    with ar.AtomicArtifactWriter(str(directory), name) as writer:
+    with _atomic.AtomicArtifactWriter(str(directory), name) as writer:
         writer.write(data)
         result = writer.commit()
-    manifest = ar.build_manifest(
+    manifest = _manifest.build_manifest(
         collection_version='0.1.0', file=name, dump_format='plain', compression='none', size=result['size'],
         sha256=result['sha256'], database='telemetry_db', server_version='15.18', pg_dump_version='15.18',
         started_at=STARTED, finished_at=STARTED + datetime.timedelta(seconds=2),
         row_counts={'photo': 4, 'audit_log': 3} if row_counts is None else row_counts, transport='direct',
         key_fingerprint=key_fingerprint(KEY) if fingerprint else None, cipher='aes-256-gcm' if fingerprint else None)
-    ar.write_manifest(result['path'], manifest)
+    _manifest.write_manifest(result['path'], manifest)
     return result['path']
 
 

@@ -177,16 +177,18 @@ def _ran(result):
 
 
 def step_seconds(key, result):
+    """How long a step took: the module's own measure where it has one, else its ``finished_at`` minus ``started_at``."""
     if not _ran(result):
         return None
     timings = result.get('timings') or {}
-    if key == 'safety':
-        return timings.get('total_seconds')
-    if key in ('preflight', 'restore'):
-        return timings.get('total_seconds')
-    if key == 'up_db':
-        return result.get('ready_seconds')
-    return None
+    if key in ('safety', 'preflight', 'restore') and timings.get('total_seconds') is not None:
+        return timings['total_seconds']
+    if key == 'up_db' and result.get('ready_seconds') is not None:
+        return result['ready_seconds']
+    try:
+        return _seconds_between(parse_timestamp(result['started_at']), parse_timestamp(result['finished_at']))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def steps_of(results, failed_step=None, failed_msg=None, confirmed=None):

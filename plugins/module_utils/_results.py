@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import datetime
+import time
+
 
 def _as_built(kwargs):
     return kwargs
@@ -28,3 +31,24 @@ def fail_with(module, error, **extra):
     result.update(error.to_result())
     result.update(extra)
     module.fail_json(**result)
+
+
+def _stamp(epoch):
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+
+
+def _with_times(method, started, clock):
+    def finish(*args, **result):
+        result.setdefault('started_at', started)
+        result.setdefault('finished_at', _stamp(clock()))
+        return method(*args, **result)
+    return finish
+
+
+def timed(module, clock=time.time):
+    """Give every result of ``module``, success or failure, its own ``started_at`` and ``finished_at`` (ISO 8601 UTC, with
+    microseconds, by the host's clock): the times of the step it ran, for the step records of a run."""
+    started = _stamp(clock())
+    for name in ('exit_json', 'fail_json'):
+        setattr(module, name, _with_times(getattr(module, name), started, clock))
+    return module

@@ -129,6 +129,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 changed:
   description: Always V(false); nothing is modified.
   returned: always
@@ -227,7 +237,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _verification
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built, timed
 
 _RESULT_KEYS = ('path', 'manifest_path', 'ok', 'kind', 'problems', 'sha256', 'size', 'dump_format', 'manifest', 'toc_tables')
 
@@ -271,6 +281,7 @@ def main():
         supports_check_mode=True,
     )
     keep_result_as_built(module)
+    timed(module)
     params = module.params
     toc_runner = _toc_runner(module, params['pg_restore_path']) if params['read_toc'] else None
 

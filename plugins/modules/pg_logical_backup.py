@@ -135,6 +135,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 dump_client:
   description: Where pg_dump ran, or in check mode would run, (V(host) or V(container)) and why; the snapshot session's psql
     runs there too.
@@ -254,7 +264,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     encryption_key_argument_spec,
     key_from_params,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, keep_result_as_built
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, keep_result_as_built, timed
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 
 
@@ -277,6 +287,7 @@ def main():
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
     keep_result_as_built(module)
+    timed(module)
     params = module.params
     try:
         key = key_from_params(params)

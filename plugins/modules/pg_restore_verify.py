@@ -201,6 +201,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 changed:
   description: V(true) when the database was restored (in check mode, when it would be).
   returned: always
@@ -330,7 +340,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     key_from_params,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.run import RestoreRequest, run_restore_verify
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
 
 
@@ -374,6 +384,7 @@ def main():
         mutually_exclusive=[('artifact', 'manifest'), ('verify_only', 'preflight_only')],
         supports_check_mode=True,
     )
+    timed(module)
     params = module.params
     try:
         problem = option_problem(params)

@@ -275,6 +275,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 msg:
   description: One line summary.
   returned: always
@@ -447,7 +457,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.fa
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.request import ReindexRequest
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.run import Reindexer, locked_run, run_lock
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition.source import PhotoSource
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 
 
 def argument_spec():
@@ -493,6 +503,7 @@ def argument_spec():
 
 def main():
     module = AnsibleAWSModule(argument_spec=argument_spec(), required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
+    timed(module)
     params = module.params
     try:
         request = ReindexRequest(

@@ -93,6 +93,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 path:
   description: The lease file.
   returned: always
@@ -120,7 +130,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import (
     RUNS, acquire_lease, lease_excludes, lease_name, lease_path, release_lease)
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 
 
 def main():
@@ -137,6 +147,7 @@ def main():
         ),
         supports_check_mode=True,
     )
+    timed(module)
     params = module.params
     name = lease_name(params['run'], params['database'])
     path = lease_path(params['directory'], name)

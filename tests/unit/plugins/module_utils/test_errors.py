@@ -56,3 +56,21 @@ def test_fail_with_reports_no_change_unless_the_error_says_so():
     assert module.result == {'changed': False, 'msg': 'no', 'error_code': 'refused', 'path': '/x'}
     _results.fail_with(module, _restore.RestoreError('half restored', changed=True))
     assert module.result['changed'] is True and module.result['mismatches'] == []
+
+
+class _Recorder(object):
+    def exit_json(self, **result):
+        self.exited = result
+
+    def fail_json(self, msg, **result):
+        self.failed = dict(result, msg=msg)
+
+
+def test_a_timed_module_reports_when_its_step_started_and_ended():
+    ticks = iter([1796083200.25, 1796083201.5, 1796083202.75])
+    module = _results.timed(_Recorder(), clock=lambda: next(ticks))
+    module.exit_json(changed=True)
+    assert module.exited == {'changed': True, 'started_at': '2026-12-01T00:00:00.250000Z', 'finished_at': '2026-12-01T00:00:01.500000Z'}
+    _results.fail_with(module, _lock.LockError('no'))
+    assert module.failed['started_at'] == '2026-12-01T00:00:00.250000Z'
+    assert module.failed['finished_at'] == '2026-12-01T00:00:02.750000Z' and module.failed['error_code'] == 'lock_error'

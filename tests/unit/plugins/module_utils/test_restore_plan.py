@@ -267,3 +267,14 @@ def test_report_names_what_else_was_removed():
     results = {'safety_plan': {'take': True, 'note': 'n', 'also_removed': 'down -v also removes volume(s) p_uploads of other services'}}
     report = rp.build_report(results, '2026-12-01T10:00:00Z', now=rp.parse_timestamp('2026-12-01T10:01:00Z'))
     assert report['data']['also_removed'].endswith('p_uploads of other services')
+
+
+@pytest.mark.parametrize('key, result, seconds', [
+    ('restore', {'timings': {'total_seconds': 12.5}, 'started_at': '2026-12-01T00:00:00Z', 'finished_at': '2026-12-01T00:01:00Z'}, 12.5),
+    ('up_db', {'ready_seconds': 3.0, 'started_at': '2026-12-01T00:00:00Z', 'finished_at': '2026-12-01T00:00:09Z'}, 3.0),
+    ('down', {'started_at': '2026-12-01T00:00:00.250000Z', 'finished_at': '2026-12-01T00:00:02.000000Z'}, 1.75),
+    ('artifact', {'msg': 'no times'}, None),
+    ('down', {'skipped': True, 'started_at': '2026-12-01T00:00:00Z', 'finished_at': '2026-12-01T00:00:02Z'}, None),
+])
+def test_a_step_s_seconds_come_from_its_module_s_own_times(key, result, seconds):
+    assert rp.step_seconds(key, result) == seconds

@@ -138,6 +138,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 changed:
   description: V(true) when containers, volumes or networks were created, started or removed (in check mode, would be).
   returned: always
@@ -227,9 +237,10 @@ stderr:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeProject, run_compose_project
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import run_compose_project
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import ComposeProject
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 
 
 def argument_spec():
@@ -252,6 +263,7 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    timed(module)
     params = module.params
     if params['wait_timeout'] < 1:
         module.fail_json(msg='wait_timeout must be at least 1 second', error_code='bad_option', changed=False)

@@ -121,6 +121,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 changed:
   description: V(true) when a file was (in check mode, would be) written or the history changed.
   returned: always
@@ -191,7 +201,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import FORMATS, KINDS, write_report
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 
 
 def argument_spec():
@@ -208,6 +218,7 @@ def argument_spec():
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    timed(module)
     params = module.params
     try:
         result = write_report(params['report_dir'], params['name'], params['kind'], params['data'], formats=params['formats'],

@@ -131,6 +131,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+started_at:
+  description: When the module started on the host (ISO 8601 UTC, the host's clock), for the step records of a run.
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:00.123456Z"
+finished_at:
+  description: When the module ended, success or failure (ISO 8601 UTC, the host's clock).
+  returned: always
+  type: str
+  sample: "2026-12-06T03:00:19.654321Z"
 changed:
   description: V(true) when the compose file was written or something was removed (in check mode, would be).
   returned: always
@@ -217,9 +227,10 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _drill
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import check_docker
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _scratch_stack as scratch
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import check_docker
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 
 
 def argument_spec():
@@ -249,26 +260,27 @@ def run(params, check_mode, runner=None):
 
 def _scratch_stack(params, check_mode, runner):
     production_name = _drill.production_project_name(params['production_project_src'], params['production_project_name'], runner)
-    scratch_name = _drill.scratch_project_name(production_name, params['project_name'])
+    scratch_name = scratch.scratch_project_name(production_name, params['project_name'])
     prod_cmds = _drill.commands(params['production_project_src'], production_name, runner)
     check_docker(prod_cmds)
     if params['state'] == 'absent':
-        stack = _drill.plan(production_name, scratch_name, params['work_dir'], 0, params['image'], params['db_user'], params['db_name'],
-                            production_project_src=params['production_project_src'])
-        return _drill.run_absent(_drill.scratch_commands(stack, runner), stack, check_mode)
+        stack = scratch.plan(production_name, scratch_name, params['work_dir'], 0, params['image'], params['db_user'], params['db_name'],
+                             production_project_src=params['production_project_src'])
+        return scratch.run_absent(scratch.scratch_commands(stack, runner), stack, check_mode)
     production = _drill.production_facts(prod_cmds, production_name, params['production_service'])
     image = params['image'] or (production or {}).get('image')
     if not image:
         raise _drill.DrillError('production project %s has no container of service %s to take the image from: set image (dr_drill_image)'
                                 % (production_name, params['production_service']), code='no_production')
-    port = params['port'] or _drill.free_loopback_port()
-    stack = _drill.plan(production_name, scratch_name, params['work_dir'], port, image, params['db_user'], params['db_name'], production,
-                        params['production_project_src'])
-    return _drill.run_present(_drill.scratch_commands(stack, runner), stack, check_mode)
+    port = params['port'] or scratch.free_loopback_port()
+    stack = scratch.plan(production_name, scratch_name, params['work_dir'], port, image, params['db_user'], params['db_name'], production,
+                         params['production_project_src'])
+    return scratch.run_present(scratch.scratch_commands(stack, runner), stack, check_mode)
 
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    timed(module)
     if module.params['port'] < 0 or module.params['port'] > 65535:
         module.fail_json(msg='port must be between 0 (pick a free one) and 65535', error_code='bad_option', changed=False)
     if not os.path.isdir(module.params['production_project_src'] or ''):

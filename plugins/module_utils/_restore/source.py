@@ -15,8 +15,8 @@ import tempfile
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import toc_runner_for as _backup_toc_runner
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import Commands as ComposeCommands
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose import ComposeProject, compose_config, compose_files
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import Commands as ComposeCommands
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import ComposeProject, compose_config, compose_files
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.names import normalize_table, parse_copy_header
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.scanner import CHUNK_SIZE, CopyScanner, scan_reader

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _compose as co
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _compose_commands as cc
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
 SECRET = 'pw-never-in-argv-0123'
@@ -120,7 +121,7 @@ def project(tmp_path, **kwargs):
     (tmp_path / 'docker-compose.yml').write_text('services: {db: {image: postgres:15}}\n')
     kwargs.setdefault('project_name', 'telemetry')
     kwargs.setdefault('env', {'POSTGRES_PASSWORD': SECRET})
-    return co.ComposeProject(str(tmp_path), **kwargs)
+    return cc.ComposeProject(str(tmp_path), **kwargs)
 
 
 class Clock(object):
@@ -142,20 +143,20 @@ def assert_no_secret(fake, result):
 @pytest.mark.parametrize('name, expected', [
     ('telemetry', 'telemetry'), ('Fleet Telemetry', 'fleettelemetry'), ('my_stack-2', 'my_stack-2'), ('a.b', 'ab')])
 def test_normalize_project_name(name, expected):
-    assert co.normalize_project_name(name) == expected
+    assert cc.normalize_project_name(name) == expected
 
 
 def test_effective_project_name_order(tmp_path):
     (tmp_path / 'docker-compose.yml').write_text('x')
-    bare = co.ComposeProject(str(tmp_path / ''))
-    assert co.effective_project_name(bare, environ={}) == co.normalize_project_name(tmp_path.name)
+    bare = cc.ComposeProject(str(tmp_path / ''))
+    assert cc.effective_project_name(bare, environ={}) == cc.normalize_project_name(tmp_path.name)
     (tmp_path / '.env').write_text('# comment\nCOMPOSE_PROJECT_NAME="FromDotEnv"\nOTHER=1\n')
-    assert co.effective_project_name(bare, environ={}) == 'fromdotenv'
-    assert co.effective_project_name(bare, environ={'COMPOSE_PROJECT_NAME': 'fromenviron'}) == 'fromenviron'
-    with_env = co.ComposeProject(str(tmp_path), env={'COMPOSE_PROJECT_NAME': 'fromoption'})
-    assert co.effective_project_name(with_env, environ={'COMPOSE_PROJECT_NAME': 'fromenviron'}) == 'fromoption'
-    named = co.ComposeProject(str(tmp_path), project_name='Given', env={'COMPOSE_PROJECT_NAME': 'fromoption'})
-    assert co.effective_project_name(named, environ={}) == 'given'
+    assert cc.effective_project_name(bare, environ={}) == 'fromdotenv'
+    assert cc.effective_project_name(bare, environ={'COMPOSE_PROJECT_NAME': 'fromenviron'}) == 'fromenviron'
+    with_env = cc.ComposeProject(str(tmp_path), env={'COMPOSE_PROJECT_NAME': 'fromoption'})
+    assert cc.effective_project_name(with_env, environ={'COMPOSE_PROJECT_NAME': 'fromenviron'}) == 'fromoption'
+    named = cc.ComposeProject(str(tmp_path), project_name='Given', env={'COMPOSE_PROJECT_NAME': 'fromoption'})
+    assert cc.effective_project_name(named, environ={}) == 'given'
 
 
 @pytest.mark.parametrize('files, create, ok', [
@@ -168,19 +169,19 @@ def test_effective_project_name_order(tmp_path):
 def test_compose_files(tmp_path, files, create, ok):
     for name in create:
         (tmp_path / name).write_text('services: {}\n')
-    proj = co.ComposeProject(str(tmp_path), files=files)
+    proj = cc.ComposeProject(str(tmp_path), files=files)
     if ok:
-        assert [p.rsplit('/', 1)[1] for p in co.compose_files(proj)] == (files or create)
+        assert [p.rsplit('/', 1)[1] for p in cc.compose_files(proj)] == (files or create)
     else:
-        with pytest.raises(co.ComposeError) as err:
-            co.compose_files(proj)
+        with pytest.raises(cc.ComposeError) as err:
+            cc.compose_files(proj)
         assert err.value.code == 'no_project'
 
 
 def test_missing_directory_is_no_project(tmp_path):
     fake = FakeDocker()
-    with pytest.raises(co.ComposeError) as err:
-        co.run_compose_project(co.ComposeProject(str(tmp_path / 'nope')), runner=fake)
+    with pytest.raises(cc.ComposeError) as err:
+        co.run_compose_project(cc.ComposeProject(str(tmp_path / 'nope')), runner=fake)
     assert err.value.code == 'no_project'
     assert 'project_src' in str(err.value)
     assert fake.calls == []
@@ -301,7 +302,7 @@ def test_v2_is_used_when_the_plugin_answers(tmp_path):
 
 def test_daemon_down_is_no_docker(tmp_path):
     fake = FakeDocker(daemon=False)
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), runner=fake, environ={})
     assert err.value.code == 'no_docker'
     assert 'dockerd' in str(err.value)
@@ -310,7 +311,7 @@ def test_daemon_down_is_no_docker(tmp_path):
 def test_missing_docker_binary_is_no_docker(tmp_path):
     def runner(argv, **kwargs):
         raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), runner=runner, environ={})
     assert err.value.code == 'no_docker'
 
@@ -322,7 +323,7 @@ def test_no_compose_at_all_is_no_docker(tmp_path):
         if argv[:2] == ['docker-compose', 'version']:
             raise TransportError('docker-compose is not installed or not on PATH', code='missing_binary', cmd=argv)
         return fake(argv, **kwargs)
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), runner=runner, environ={})
     assert err.value.code == 'no_docker'
     assert 'docker-compose' in str(err.value)
@@ -330,7 +331,7 @@ def test_no_compose_at_all_is_no_docker(tmp_path):
 
 def test_up_failure_is_compose_failed_with_stderr(tmp_path):
     fake = FakeDocker(up_rc=1)
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), services=['db'], runner=fake, environ={})
     result = err.value.to_result()
     assert result['error_code'] == 'compose_failed'
@@ -342,7 +343,7 @@ def test_up_failure_is_compose_failed_with_stderr(tmp_path):
 def test_wait_timeout_is_not_ready_naming_the_logs_command(tmp_path):
     fake = FakeDocker(ready_after=10 ** 6)
     clock = Clock()
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), services=['db'], wait=True, wait_timeout=5, runner=fake, environ={},
                                clock=clock, sleep=clock.sleep)
     assert err.value.code == 'not_ready'
@@ -355,7 +356,7 @@ def test_wait_timeout_is_not_ready_naming_the_logs_command(tmp_path):
 def test_wait_needs_select_1_too(tmp_path):
     fake = FakeDocker(select_ok=False)
     clock = Clock()
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), services=['db'], wait=True, wait_timeout=3, runner=fake, environ={},
                                clock=clock, sleep=clock.sleep)
     assert err.value.code == 'not_ready'
@@ -365,7 +366,7 @@ def test_wait_needs_select_1_too(tmp_path):
 def test_wait_fails_at_once_when_the_container_exits(tmp_path):
     fake = FakeDocker(exit_on_up=True)
     clock = Clock()
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), services=['db'], wait=True, wait_timeout=100, runner=fake, environ={},
                                clock=clock, sleep=clock.sleep)
     assert err.value.code == 'not_ready'
@@ -375,7 +376,7 @@ def test_wait_fails_at_once_when_the_container_exits(tmp_path):
 
 def test_up_without_wait_fails_when_a_service_does_not_run(tmp_path):
     fake = FakeDocker(exit_on_up=True)
-    with pytest.raises(co.ComposeError) as err:
+    with pytest.raises(cc.ComposeError) as err:
         co.run_compose_project(project(tmp_path), services=['db'], runner=fake, environ={})
     assert err.value.code == 'compose_failed'
     assert 'not running' in str(err.value)
@@ -387,11 +388,11 @@ def test_up_without_wait_fails_when_a_service_does_not_run(tmp_path):
     ('x\n', ('a', 'b'), [{'a': 'x', 'b': ''}]),
 ])
 def test_parse_lines(text, fields, rows):
-    assert co.parse_lines(text, fields) == rows
+    assert cc.parse_lines(text, fields) == rows
 
 
 def test_read_env_file_missing(tmp_path):
-    assert co.read_env_file(str(tmp_path / '.env')) == {}
+    assert cc.read_env_file(str(tmp_path / '.env')) == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,9 +473,9 @@ def test_absent_plan_of_the_default_stack_has_no_data_mount(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def test_normalize_project_name_v2_strips_leading_separators():
-    assert co.normalize_project_name('_My-App') == '_my-app'
-    assert co.normalize_project_name('_My-App', v2=True) == 'my-app'
-    assert co.normalize_project_name('-_x_', v2=True) == 'x_'
+    assert cc.normalize_project_name('_My-App') == '_my-app'
+    assert cc.normalize_project_name('_My-App', v2=True) == 'my-app'
+    assert cc.normalize_project_name('-_x_', v2=True) == 'x_'
 
 
 def test_v2_takes_the_name_from_compose_config(tmp_path):
@@ -498,14 +499,14 @@ def test_v2_falls_back_to_the_v1_rules_with_its_normalisation(tmp_path):
         if argv[-3:] == ['config', '--format', 'json']:
             return 1, '', 'unknown flag: --format'
         return fake(argv, **kwargs)
-    assert co.resolved_project_name(project(workdir, project_name=None), runner=runner, environ={}) == 'stack'
+    assert cc.resolved_project_name(project(workdir, project_name=None), runner=runner, environ={}) == 'stack'
 
 
 def test_v1_keeps_its_rules_and_never_asks_for_json(tmp_path):
     workdir = tmp_path / '_Stack'
     workdir.mkdir()
     fake = FakeDocker(project='_stack')
-    assert co.resolved_project_name(project(workdir, project_name=None), runner=fake, environ={}) == '_stack'
+    assert cc.resolved_project_name(project(workdir, project_name=None), runner=fake, environ={}) == '_stack'
     assert not [c for c in fake.calls if 'config' in c]
 
 

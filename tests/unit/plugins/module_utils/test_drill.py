@@ -15,6 +15,7 @@ import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _drill as dr
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _restore_plan as restore_plan
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _scratch_stack as ss
 from ansible_collections.fleet_telemetry.dr.plugins.modules import dr_scratch_stack
 from ansible_collections.fleet_telemetry.dr.tests.unit.support.module_harness import run_main
 
@@ -106,7 +107,7 @@ class FakeDocker(object):
 
 
 def stack(tmp_path, port=45432, production=None):
-    return dr.plan(PROD, SCRATCH, str(tmp_path / 'work'), port, 'postgres:15', 'challengeuser', 'telemetry_db',
+    return ss.plan(PROD, SCRATCH, str(tmp_path / 'work'), port, 'postgres:15', 'challengeuser', 'telemetry_db',
                    production if production is not None else dr.container_facts(INSPECT))
 
 
@@ -129,7 +130,7 @@ def test_container_facts():
 @pytest.mark.parametrize('production, name, expected', [
     ('telemetry', None, 'telemetry_drill'), ('Fleet Demo', None, 'fleetdemo_drill'), ('telemetry', 'My.Drill', 'mydrill')])
 def test_scratch_project_name(production, name, expected):
-    assert dr.scratch_project_name(production, name) == expected
+    assert ss.scratch_project_name(production, name) == expected
 
 
 def test_plan_names_everything_after_the_scratch_project(tmp_path):
@@ -140,7 +141,7 @@ def test_plan_names_everything_after_the_scratch_project(tmp_path):
 
 
 def test_isolated_plan_has_no_problems(tmp_path):
-    assert dr.isolation_problems(stack(tmp_path), dr.container_facts(INSPECT)) == []
+    assert ss.isolation_problems(stack(tmp_path), dr.container_facts(INSPECT)) == []
 
 
 @pytest.mark.parametrize('change, word', [
@@ -151,12 +152,12 @@ def test_isolated_plan_has_no_problems(tmp_path):
 ])
 def test_isolation_problems(tmp_path, change, word):
     plan = dict(stack(tmp_path), **change)
-    problems = dr.isolation_problems(plan, dr.container_facts(INSPECT))
+    problems = ss.isolation_problems(plan, dr.container_facts(INSPECT))
     assert len(problems) == 1 and word in problems[0]
 
 
 def test_compose_definition_is_isolated_and_has_no_secret(tmp_path):
-    definition = dr.compose_definition(stack(tmp_path))
+    definition = ss.compose_definition(stack(tmp_path))
     db = definition['services']['db']
     assert list(definition['services']) == ['db']
     assert db['image'] == 'postgres:15' and db['container_name'] == 'telemetry_drill_db'
@@ -164,8 +165,8 @@ def test_compose_definition_is_isolated_and_has_no_secret(tmp_path):
     assert db['environment']['POSTGRES_PASSWORD'] == '${POSTGRES_PASSWORD:-}'
     assert db['volumes'] == ['db_data:/var/lib/postgresql/data']
     for labels in (db['labels'], definition['volumes']['db_data']['labels'], definition['networks']['default']['labels']):
-        assert labels == {dr.SCRATCH_LABEL: PROD}
-    text = dr.render_compose(stack(tmp_path))
+        assert labels == {ss.SCRATCH_LABEL: PROD}
+    text = ss.render_compose(stack(tmp_path))
     assert text.startswith('# Scratch stack of a DR drill of compose project telemetry')
     assert json.loads(text[text.index('{'):]) == definition
 
@@ -265,16 +266,16 @@ def test_report_data_without_a_verified_mark_never_passes():
 
 def test_present_writes_the_compose_file_privately(tmp_path):
     fake = FakeDocker()
-    result = dr.run_present(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
+    result = ss.run_present(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
     assert result['changed'] is True and result['stale_removed'] == []
     path = result['compose_file']
     assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert dr.run_present(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))['changed'] is False
+    assert ss.run_present(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))['changed'] is False
     assert not [call for call in fake.calls if call[1] in ('rm', 'exec') or call[2:3] == ['rm']]
 
 
 def test_present_in_check_mode_writes_nothing(tmp_path):
-    result = dr.run_present(dr.scratch_commands(stack(tmp_path), FakeDocker()), stack(tmp_path), check_mode=True)
+    result = ss.run_present(ss.scratch_commands(stack(tmp_path), FakeDocker()), stack(tmp_path), check_mode=True)
     assert result['changed'] is True and result['msg'].startswith('would write')
     assert not os.path.exists(str(tmp_path / 'work'))
 
@@ -282,7 +283,7 @@ def test_present_in_check_mode_writes_nothing(tmp_path):
 def test_present_removes_our_stale_leftovers_first(tmp_path):
     fake = FakeDocker()
     scratch_leftovers(fake)
-    result = dr.run_present(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
+    result = ss.run_present(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
     assert result['stale_removed'] == ['telemetry_drill_db', 'telemetry_drill_db_data', 'telemetry_drill_default']
     assert fake.objects == {}
 
@@ -291,14 +292,14 @@ def test_present_refuses_a_project_that_is_not_ours(tmp_path):
     fake = FakeDocker()
     scratch_leftovers(fake, label=None)
     with pytest.raises(dr.DrillError) as err:
-        dr.run_present(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
+        ss.run_present(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
     assert err.value.code == 'not_ours' and len(fake.objects) == 3
 
 
 def test_present_refuses_a_plan_that_shares_with_production(tmp_path):
     plan = dict(stack(tmp_path), port=5432)
     with pytest.raises(dr.DrillError) as err:
-        dr.run_present(dr.scratch_commands(plan, FakeDocker()), plan)
+        ss.run_present(ss.scratch_commands(plan, FakeDocker()), plan)
     assert err.value.code == 'not_isolated'
 
 
@@ -307,20 +308,20 @@ def test_absent_removes_everything_of_ours_and_proves_it(tmp_path):
     scratch_leftovers(fake)
     fake.add('container', 'challenge_db_postgres', PROD)
     plan = stack(tmp_path)
-    dr.write_compose_file(plan)
-    result = dr.run_absent(dr.scratch_commands(plan, fake), plan)
+    ss.write_compose_file(plan)
+    result = ss.run_absent(ss.scratch_commands(plan, fake), plan)
     assert result['changed'] is True and result['left'] == []
     assert result['removed'] == ['telemetry_drill_db', 'telemetry_drill_db_data', 'telemetry_drill_default']
     assert list(fake.objects) == [('container', 'challenge_db_postgres')]
     assert not os.path.exists(plan['project_src'])
-    again = dr.run_absent(dr.scratch_commands(plan, fake), plan)
+    again = ss.run_absent(ss.scratch_commands(plan, fake), plan)
     assert again['changed'] is False and again['msg'] == 'nothing of the scratch project telemetry_drill is left'
 
 
 def test_absent_in_check_mode_removes_nothing(tmp_path):
     fake = FakeDocker()
     scratch_leftovers(fake)
-    result = dr.run_absent(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path), check_mode=True)
+    result = ss.run_absent(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path), check_mode=True)
     assert result['changed'] is True and len(fake.objects) == 3 and result['msg'].startswith('would remove')
 
 
@@ -328,7 +329,7 @@ def test_absent_that_cannot_remove_fails_naming_what_is_left(tmp_path):
     fake = FakeDocker(rm_fails=True)
     scratch_leftovers(fake)
     with pytest.raises(dr.DrillError) as err:
-        dr.run_absent(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
+        ss.run_absent(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
     assert err.value.code == 'teardown_failed' and 'telemetry_drill_db_data' in str(err.value)
 
 
@@ -336,7 +337,7 @@ def test_absent_never_removes_what_is_not_ours(tmp_path):
     fake = FakeDocker()
     fake.add('volume', SCRATCH + '_db_data', SCRATCH, label=None)
     with pytest.raises(dr.DrillError) as err:
-        dr.run_absent(dr.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
+        ss.run_absent(ss.scratch_commands(stack(tmp_path), fake), stack(tmp_path))
     assert err.value.code == 'not_ours' and len(fake.objects) == 1
 
 
@@ -403,9 +404,9 @@ def test_module_needs_the_production_directory(tmp_path):
 def test_absent_with_production_s_name_removes_nothing(tmp_path):
     fake = FakeDocker()
     fake.add('container', 'challenge_db_postgres', PROD)
-    plan = dr.plan(PROD, PROD, str(tmp_path / 'work'), 0, None, 'challengeuser', 'telemetry_db')
+    plan = ss.plan(PROD, PROD, str(tmp_path / 'work'), 0, None, 'challengeuser', 'telemetry_db')
     with pytest.raises(dr.DrillError) as err:
-        dr.run_absent(dr.scratch_commands(plan, fake), plan)
+        ss.run_absent(ss.scratch_commands(plan, fake), plan)
     assert err.value.code == 'not_isolated' and fake.calls == [] and len(fake.objects) == 1
 
 
@@ -416,7 +417,7 @@ def test_absent_with_production_s_name_removes_nothing(tmp_path):
 @pytest.mark.parametrize('name', ['!!!', '...', ' '])
 def test_a_name_that_normalizes_to_nothing_is_refused(name):
     with pytest.raises(dr.DrillError) as err:
-        dr.scratch_project_name(PROD, name)
+        ss.scratch_project_name(PROD, name)
     assert err.value.code == 'bad_option' and 'dr_drill_project_name' in str(err.value)
 
 
@@ -427,7 +428,7 @@ def test_a_name_that_normalizes_to_nothing_is_refused(name):
     ('/srv/telemetry/', '/srv/telemetry', ' is production'),
 ])
 def test_path_problem_names_the_overlap(scratch, production, word):
-    problem = dr.path_problem(scratch, production)
+    problem = ss.path_problem(scratch, production)
     assert problem and word in problem and 'dr_drill_work_dir' in problem
 
 
@@ -438,13 +439,13 @@ def test_path_problem_names_the_overlap(scratch, production, word):
     ('/srv/x', None),
 ])
 def test_path_problem_none_when_apart(scratch, production):
-    assert dr.path_problem(scratch, production) is None
+    assert ss.path_problem(scratch, production) is None
 
 
 def test_path_problem_follows_symlinks(tmp_path):
     (tmp_path / 'prod').mkdir()
     (tmp_path / 'link').symlink_to(tmp_path / 'prod')
-    assert dr.path_problem(str(tmp_path / 'link'), str(tmp_path / 'prod'))
+    assert ss.path_problem(str(tmp_path / 'link'), str(tmp_path / 'prod'))
 
 
 def _prod_dir(tmp_path):
@@ -459,7 +460,7 @@ def test_present_refuses_a_scratch_directory_that_is_production_s(tmp_path):
     prod = _prod_dir(tmp_path)
     plan = dict(stack(tmp_path), production_project_src=str(prod))
     with pytest.raises(dr.DrillError) as err:
-        dr.run_present(dr.scratch_commands(plan, FakeDocker()), plan)
+        ss.run_present(ss.scratch_commands(plan, FakeDocker()), plan)
     assert err.value.code == 'not_isolated'
     assert (prod / 'docker-compose.yml').read_text() == 'production\n'
 
@@ -473,29 +474,29 @@ def test_absent_refuses_a_scratch_directory_that_is_or_holds_production_s(tmp_pa
     if where == 'parent':
         (prod / 'inner').mkdir()
     with pytest.raises(dr.DrillError) as err:
-        dr.run_absent(dr.scratch_commands(plan, fake), plan)
+        ss.run_absent(ss.scratch_commands(plan, fake), plan)
     assert err.value.code == 'not_isolated' and len(fake.objects) == 3
     assert (prod / 'docker-compose.yml').read_text() == 'production\n'
 
 
 def test_teardown_removes_only_the_compose_file_and_keeps_other_files(tmp_path):
     plan = stack(tmp_path)
-    dr.write_compose_file(plan)
+    ss.write_compose_file(plan)
     other = os.path.join(plan['project_src'], 'notes.txt')
     with open(other, 'w') as fileobj:
         fileobj.write('not the drill\'s\n')
     with pytest.raises(dr.DrillError) as err:
-        dr.run_absent(dr.scratch_commands(plan, FakeDocker()), plan)
+        ss.run_absent(ss.scratch_commands(plan, FakeDocker()), plan)
     assert err.value.code == 'teardown_failed' and 'notes.txt' in str(err.value)
     assert os.path.isfile(other) and not os.path.exists(plan['compose_file'])
 
 
 def test_teardown_rmdirs_the_empty_directory(tmp_path):
     plan = stack(tmp_path)
-    dr.write_compose_file(plan)
-    assert dr.remove_work_dir(plan) is True
+    ss.write_compose_file(plan)
+    assert ss.remove_work_dir(plan) is True
     assert not os.path.exists(plan['project_src']) and os.path.isdir(str(tmp_path / 'work'))
-    assert dr.remove_work_dir(plan) is False
+    assert ss.remove_work_dir(plan) is False
 
 
 def test_module_refuses_a_work_dir_inside_production(tmp_path, monkeypatch):
@@ -518,7 +519,7 @@ def test_present_refuses_a_scratch_name_that_someone_else_holds(tmp_path, kind, 
     fake.add(kind, name, 'someone_else', label=None)
     plan = stack(tmp_path, production={})
     with pytest.raises(dr.DrillError) as err:
-        dr.run_present(dr.scratch_commands(plan, fake), plan)
+        ss.run_present(ss.scratch_commands(plan, fake), plan)
     assert err.value.code == 'not_isolated' and name in str(err.value) and len(fake.objects) == 1
     assert not os.path.exists(plan['project_src'])
 
@@ -527,7 +528,7 @@ def test_present_accepts_a_volume_name_of_our_own_leftovers(tmp_path):
     fake = FakeDocker()
     fake.add('volume', SCRATCH + '_db_data', 'someone_else', label=PROD)
     plan = stack(tmp_path, production={})
-    assert dr.run_present(dr.scratch_commands(plan, fake), plan)['changed'] is True
+    assert ss.run_present(ss.scratch_commands(plan, fake), plan)['changed'] is True
 
 
 @pytest.fixture
@@ -541,7 +542,7 @@ def busy_port():
 def test_present_refuses_a_port_in_use_without_production(tmp_path, busy_port):
     plan = stack(tmp_path, port=busy_port, production={})
     with pytest.raises(dr.DrillError) as err:
-        dr.run_present(dr.scratch_commands(plan, FakeDocker()), plan)
+        ss.run_present(ss.scratch_commands(plan, FakeDocker()), plan)
     assert err.value.code == 'not_isolated' and 'port %d' % busy_port in str(err.value)
     assert not os.path.exists(plan['project_src'])
 
@@ -550,10 +551,10 @@ def test_check_mode_does_not_blame_the_port_on_leftovers_it_would_remove(tmp_pat
     fake = FakeDocker()
     scratch_leftovers(fake)
     plan = stack(tmp_path, port=busy_port)
-    result = dr.run_present(dr.scratch_commands(plan, fake), plan, check_mode=True)
+    result = ss.run_present(ss.scratch_commands(plan, fake), plan, check_mode=True)
     assert result['stale_removed'] and len(fake.objects) == 3
 
 
 def test_port_is_free(busy_port):
-    assert dr.port_is_free(busy_port) is False
-    assert dr.port_is_free(dr.free_loopback_port()) is True
+    assert ss.port_is_free(busy_port) is False
+    assert ss.port_is_free(ss.free_loopback_port()) is True

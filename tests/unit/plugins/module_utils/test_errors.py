@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import (
-    _artifact, _atomic, _compose, _drill, _errors, _lock, _manifest, _photo_crypto, _report, _restore_plan, _results, _transport)
+    _artifact, _atomic, _compose_commands, _drill, _errors, _lock, _manifest, _photo_crypto, _report, _restore_plan, _results, _transport)
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._rekognition import errors as _rekognition
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import errors as _restore
 
@@ -20,7 +20,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import
     (_photo_crypto.KeyFormatError('x'), 'bad_key'),
     (_photo_crypto.DecryptError('x', 'authentication_failed'), 'bad_key'),
     (_transport.TransportError('x'), 'error'),
-    (_compose.ComposeError('x'), 'compose_failed'),
+    (_compose_commands.ComposeError('x'), 'compose_failed'),
     (_drill.DrillError('x', code='not_isolated'), 'not_isolated'),
     (_restore.RestoreError('x', code='wrong_key'), 'wrong_key'),
     (_rekognition.ReindexError('x', code='aws_auth'), 'aws_auth'),

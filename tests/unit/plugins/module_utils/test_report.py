@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _report as rp
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _report_render as rr
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._lock import BackupLock
 
 
@@ -82,13 +83,13 @@ def test_secret_keys_names_the_nested_path():
     (90061, '1 d 1 h'), (float('nan'), '-'), ('7.5', '7.5 s'),
 ])
 def test_format_seconds(value, text):
-    assert rp.format_seconds(value) == text
+    assert rr.format_seconds(value) == text
 
 
 @pytest.mark.parametrize('value, text', [(None, '-'), (512, '512 B'), (2048, '2.0 KiB'), (17825792, '17.0 MiB'),
                                          (3 * 1024 ** 4, '3072.0 GiB')])
 def test_format_size(value, text):
-    assert rp.format_size(value) == text
+    assert rr.format_size(value) == text
 
 
 @pytest.mark.parametrize('values, line', [
@@ -99,12 +100,12 @@ def test_format_size(value, text):
     ([0, None, 7, 3.5], u'\u2581.\u2588\u2585'),
 ])
 def test_sparkline(values, line):
-    assert rp.sparkline(values) == line
+    assert rr.sparkline(values) == line
 
 
 def test_markdown_cells_escape_pipes_and_newlines():
-    assert rp._cell('a|b\nc') == 'a\\|b c'
-    assert rp._cell(None) == '-'
+    assert rr._cell('a|b\nc') == 'a\\|b c'
+    assert rr._cell(None) == '-'
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ def test_markdown_cells_escape_pipes_and_newlines():
 # --------------------------------------------------------------------------------------------
 
 def test_summary_row_of_a_full_report():
-    row = rp.summary_row(drill_data(), 'drill', 'drill_1')
+    row = rr.summary_row(drill_data(), 'drill', 'drill_1')
     assert row == {
         'name': 'drill_1', 'kind': 'drill', 'status': 'passed', 'failed_step': None,
         'started_at': '2026-12-01T18:30:00Z', 'finished_at': '2026-12-01T18:31:02Z', 'rto_seconds': 62.1, 'rpo_seconds': 45030.0,
@@ -122,12 +123,12 @@ def test_summary_row_of_a_full_report():
 
 
 def test_summary_row_survives_missing_and_odd_keys():
-    row = rp.summary_row({'status': 'failed', 'tables': 'nope', 'artifact': ['x'], 'photos': None, 'rto_seconds': 'soon'}, 'drill', 'n')
+    row = rr.summary_row({'status': 'failed', 'tables': 'nope', 'artifact': ['x'], 'photos': None, 'rto_seconds': 'soon'}, 'drill', 'n')
     assert row['counts'] == {} and row['artifact'] is None and row['rto_seconds'] is None and row['photos_checked'] is None
 
 
 def test_summary_line_of_a_failure_names_the_step_and_the_cause():
-    line = rp.summary_line(failed_data(), 'drill', 'drill_2')
+    line = rr.summary_line(failed_data(), 'drill', 'drill_2')
     assert line.startswith('drill drill_2 failed at step restore and verify: telemetry_db from backup_2026-12-01_06-00-00.sql.zst')
     assert line.endswith('photo 7 does not decrypt: the artifact is damaged')
     assert 'photo=23' in line
@@ -146,15 +147,15 @@ def test_trend_keeps_the_newest_rows():
 
 
 def test_render_trend_table_and_sparkline():
-    rows = [rp.summary_row(drill_data(rto_seconds=rto, started_at='2026-12-0%dT00:00:00Z' % day), 'drill', 'd%d' % day)
+    rows = [rr.summary_row(drill_data(rto_seconds=rto, started_at='2026-12-0%dT00:00:00Z' % day), 'drill', 'd%d' % day)
             for day, rto in ((1, 10.0), (2, 40.0), (3, 25.0))]
-    lines = rp.render_trend(rows, 'drill')
+    lines = rr.render_trend(rows, 'drill')
     assert lines[0] == '## Trend (last 3 drills)'
     table = [line for line in lines if line.startswith('| 2026-')]
     assert [line.split(' | ')[2] for line in table] == ['10.0 s', '40.0 s', '25.0 s']
     assert 'audit_log=300, photo=24' in table[0]
     assert u'RTO `\u2581\u2588\u2585` (oldest to newest; min 10.0 s, max 40.0 s)' in lines
-    assert rp.render_trend([], 'drill') == []
+    assert rr.render_trend([], 'drill') == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,18 +163,18 @@ def test_render_trend_table_and_sparkline():
 # --------------------------------------------------------------------------------------------
 
 def test_render_json_keeps_the_data_and_adds_the_metadata():
-    document = json.loads(rp.render_json(drill_data(extra={'x': 1}), 'drill', 'drill_1'))
+    document = json.loads(rr.render_json(drill_data(extra={'x': 1}), 'drill', 'drill_1'))
     assert document['format_version'] == 1 and document['kind'] == 'drill' and document['name'] == 'drill_1'
     assert document['extra'] == {'x': 1} and document['tables'][1]['actual'] == 24
     assert document['summary'].startswith('drill drill_1 passed')
 
 
 def test_render_json_is_deterministic():
-    assert rp.render_json(drill_data(), 'drill', 'n') == rp.render_json(drill_data(), 'drill', 'n')
+    assert rr.render_json(drill_data(), 'drill', 'n') == rr.render_json(drill_data(), 'drill', 'n')
 
 
 def test_render_markdown_sections():
-    text = rp.render_markdown(drill_data(), 'drill', 'drill_1')
+    text = rr.render_markdown(drill_data(), 'drill', 'drill_1')
     assert text.startswith('# DR drill report: drill_1\n')
     assert '| status | PASSED |' in text
     assert '| RTO (start to verified) | 1 min 2 s |' in text
@@ -187,19 +188,19 @@ def test_render_markdown_sections():
 
 def test_render_markdown_of_a_restore_with_safety_dump_and_recovery():
     data = drill_data(safety_dump={'path': '/b/safety_x.sql.zst', 'sha256': 'cd' * 32}, recovery='restore /b/safety_x.sql.zst with restore.yml')
-    text = rp.render_markdown(data, 'restore', 'restore_1')
+    text = rr.render_markdown(data, 'restore', 'restore_1')
     assert text.startswith('# Restore report: restore_1\n')
     assert '| /b/safety_x.sql.zst | %s |' % ('cd' * 32) in text
     assert '## How to get back\n\nrestore /b/safety_x.sql.zst with restore.yml\n' in text
 
 
 def test_render_markdown_of_the_bare_minimum():
-    text = rp.render_markdown({'status': 'failed'}, 'drill', 'n')
+    text = rr.render_markdown({'status': 'failed'}, 'drill', 'n')
     assert '| status | FAILED |' in text and '## Steps' not in text
 
 
 def _junit(data, kind='drill', name='drill_1'):
-    return ET.fromstring(rp.render_junit(data, kind, name))
+    return ET.fromstring(rr.render_junit(data, kind, name))
 
 
 def test_junit_one_testcase_per_step():

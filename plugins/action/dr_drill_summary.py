@@ -13,7 +13,7 @@ class ActionModule(ControllerAction):
 
     # Paths are the host's: not expanded here, on the controller.
     ARGUMENT_SPEC = dict(
-        marks=dict(type='dict', required=True),
+        results=dict(type='dict', required=True),
         artifact=dict(type='dict', default={}),
         stack=dict(type='dict', default={}),
         restore=dict(type='dict', default={}),

@@ -17,7 +17,7 @@ import datetime
 import json
 import os
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import (
     ComposeError,
     Commands,
@@ -218,19 +218,56 @@ def report_location(started, backup_dir, report_dir=None, history=None):
             'history_path': history or os.path.join(directory, HISTORY_NAME)}
 
 
-def parse_marks(marks):
-    """The marks as floats (empty values dropped); DrillError ``bad_option`` when one is not a number."""
+# The registered result of each step, by key, and the mark its end sets (the role declares its steps by these keys).
+RESULT_MARKS = (('lease', 'leased'), ('artifact', 'selected'), ('stack', 'planned'), ('up', 'up'), ('restore', 'verified'))
+TEARDOWN_RESULTS = ('down', 'cleanup')
+RESULT_KEYS = tuple(key for key, dummy in RESULT_MARKS) + TEARDOWN_RESULTS
+
+
+def _epoch(result, key):
+    value = (result or {}).get(key)
+    if not value:
+        return None
     try:
-        return dict((key, float(value)) for key, value in (marks or {}).items() if value not in (None, ''))
-    except (TypeError, ValueError):
-        raise DrillError('marks must map step names to epoch seconds (numbers)', code='bad_option') from None
+        return parse_timestamp(value).timestamp()
+    except ValueError:
+        raise DrillError('%s %r of a step is not an ISO 8601 UTC time stamp' % (key, value), code='bad_option') from None
+
+
+def marks_from_results(results):
+    """The marks ``{mark: epoch seconds}`` from the steps' own ``started_at``/``finished_at`` (one clock, the host's).
+
+    The drill starts when the lease step started; a step that ran and did not fail ends at its ``finished_at``; the teardown
+    runs from the start of ``down -v`` (or of the cleanup) to the end of the cleanup (or of ``down -v``).
+    """
+    unknown = sorted(key for key in results if key not in RESULT_KEYS)
+    if unknown:
+        raise DrillError('results holds %s: the drill\'s steps are %s' % (', '.join(unknown), ', '.join(RESULT_KEYS)), code='bad_option')
+    marks = {}
+    started = _epoch(results.get('lease'), 'started_at')
+    if started is not None:
+        marks['started'] = started
+    for key, mark in RESULT_MARKS:
+        result = results.get(key) or {}
+        if not result.get('failed') and not result.get('skipped'):
+            at = _epoch(result, 'finished_at')
+            if at is not None:
+                marks[mark] = at
+    down, cleanup = results.get('down') or {}, results.get('cleanup') or {}
+    for mark, first, second, key in (('teardown_started', down, cleanup, 'started_at'), ('torn_down', cleanup, down, 'finished_at')):
+        at = _epoch(first, key) if not first.get('skipped') else None
+        if at is None and not second.get('skipped'):
+            at = _epoch(second, key)
+        if at is not None:
+            marks[mark] = at
+    return marks
 
 
 def summary(params):
     """The result of dr_drill_summary: the report data, its status and message, and where the report goes."""
-    marks = parse_marks(params['marks'])
+    marks = marks_from_results(params['results'])
     if marks.get('started') is None:
-        raise DrillError('marks must hold started, the epoch seconds at which the drill started', code='bad_option')
+        raise DrillError('results must hold the lease step\'s result with its started_at: the drill\'s start', code='bad_option')
     data = report_data(marks, artifact=params.get('artifact'), stack=params.get('stack'), restore=params.get('restore'),
                        failure=params.get('failure'), teardown=params.get('teardown'), database=params.get('database'))
     result = dict(changed=False, status=data['status'], data=data, msg=data['msg'])

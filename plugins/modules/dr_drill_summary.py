@@ -8,10 +8,11 @@ module: dr_drill_summary
 short_description: Turn the results of a DR drill's steps into the report data of dr_report, with RTO and RPO
 version_added: 0.1.0
 description:
-  - Computes, from the times the drill recorded after each step and the results of its tasks, the C(data) that
+  - Computes, from the registered results of the drill's steps and their own C(started_at) and C(finished_at), the C(data) that
     M(fleet_telemetry.dr.dr_report) writes - status, failed step, steps with their seconds, RTO, RPO, artifact, target,
     per-table counts and photos.
-  - RTO is the time from the drill's start (mark C(started)) to the verified restore (mark C(verified)).
+  - RTO is the time from the drill's start (when the lease step started) to the end of the verified restore, both by the
+    host's clock, the one the backup's manifest was written by.
   - RPO is the age of the backup at the drill's start, from the manifest's C(started_at) (the dump's snapshot), computed as the
     restore role computes it; none without a manifest.
   - Also says where the report goes (RV(report_name), RV(report_dir), RV(history_path)), for M(fleet_telemetry.dr.dr_report).
@@ -41,11 +42,14 @@ attributes:
   platform:
     platforms: posix
 options:
-  marks:
+  results:
     description:
-      - Epoch seconds (numbers or numeric strings) at which the steps ended, by name. C(started) (required for RTO and RPO),
-        C(leased), C(selected), C(planned), C(up), C(verified), C(teardown_started), C(torn_down).
-      - A step whose mark is missing did not finish; the first one is the failed step when O(failure) is given.
+      - The registered result of each step, by the step's key - C(lease) (M(fleet_telemetry.dr.run_lease)), C(artifact)
+        (M(fleet_telemetry.dr.pg_artifact_verify)), C(stack) (M(fleet_telemetry.dr.dr_scratch_stack)), C(up)
+        (M(fleet_telemetry.dr.compose_project)), C(restore) (M(fleet_telemetry.dr.pg_restore_verify)), C(down) and C(cleanup)
+        (the teardown) - each with the C(started_at) and C(finished_at) every module of the collection returns.
+      - A step that did not run, or failed, has no end; the first such step is the failed step when O(failure) is given.
+        Any other key fails with RV(error_code=bad_option).
     type: dict
     required: true
   artifact:
@@ -85,7 +89,14 @@ seealso:
 EXAMPLES = r"""
 - name: Compute the drill's report data
   fleet_telemetry.dr.dr_drill_summary:
-    marks: "{{ _dr_drill_marks }}"
+    results:
+      lease: "{{ _dr_drill_lease }}"
+      artifact: "{{ _dr_drill_artifact }}"
+      stack: "{{ _dr_drill_stack }}"
+      up: "{{ _dr_drill_up }}"
+      restore: "{{ _dr_drill_restore }}"
+      down: "{{ _dr_drill_down }}"
+      cleanup: "{{ _dr_drill_cleanup }}"
     artifact: "{{ _dr_drill_artifact }}"
     stack: "{{ _dr_drill_stack }}"
     restore: "{{ _dr_drill_restore }}"
@@ -120,7 +131,9 @@ history_path:
   returned: success
   type: str
 error_code:
-  description: V(bad_option) when a mark is not a number, C(started) is missing, or neither O(backup_dir) nor O(report_dir) is set.
+  description:
+    - V(bad_option) when O(results) holds another key or a time that is not ISO 8601 UTC, the lease step has no
+      C(started_at), or neither O(backup_dir) nor O(report_dir) is set.
   returned: failure
   type: str
 """

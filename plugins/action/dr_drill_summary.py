@@ -1,7 +1,7 @@
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""dr_drill_summary on the controller: the drill's report data from the results and time marks its role registered."""
+"""dr_drill_summary on the controller: the drill's report data from the results its steps registered, timed by their own times."""
 
 from __future__ import annotations
 

@@ -174,105 +174,145 @@ def archive_client(conn, choice, runner=run):
         return conn, None
 
 
-def _with_partial(exc, result, timings, started, clock):
-    partial = dict(result)
-    partial.update(exc.partial)
-    timings['total_seconds'] = round(clock() - started, 3)
-    partial['timings'] = dict(timings, **exc.partial.get('timings', {}))
-    exc.partial = partial
-    return exc
-
-
 def run_restore_verify(conn, req, check_mode=False, runner=run, clock=time.time):
     """Preflight, restore and verify according to ``req``; return the result dict (no secrets, no photo bytes)."""
-    started = clock()
-    timings = {}
-    result = {'changed': False, 'mode': req.mode, 'target': conn.describe(), 'mismatches': []}
-    try:
-        return _run(conn, req, check_mode, runner, clock, started, timings, result)
-    except RestoreError as exc:
-        raise _with_partial(exc, result, timings, started, clock)
-    except TransportError as exc:
-        wrapped = RestoreError(str(exc), code=exc.code, rc=exc.rc, stderr=exc.stderr, cmd=exc.cmd,
-                               changed=result.get('changed', False))
-        raise _with_partial(wrapped, result, timings, started, clock)
+    return RestoreRun(conn, req, check_mode, runner, clock).execute()
 
 
-def _run(conn, req, check_mode, runner, clock, started, timings, result):
-    # A runbook dump's expected counts come from its own COPY blocks: read to the end when no restore stream will count them.
-    runbook = bool(req.artifact) and _looks_like_runbook(req.artifact)
-    full_scan = (runbook and (check_mode or req.verify_only or req.preflight_only)) or (req.preflight_only and req.preflight_scan)
-    client = None
-    if req.artifact and is_archive_path(req.artifact) and not req.verify_only:
-        conn, client = archive_client(conn, req.restore_client, runner)
-        if client:
-            result['restore_client'] = client
-    part, info, manifest, scan = preflight(conn, req, full_scan=full_scan, runner=runner, clock=clock)
-    timings['preflight_seconds'] = part.pop('preflight_seconds')
-    result.update(part)
-    manifest_counts = (manifest or {}).get('row_counts') or {}
-    if scan is not None and scan.get('read_to_end'):
-        problems = completeness_problems(scan, manifest_counts)
-        if problems:
-            raise RestoreError('the dump is incomplete: %s; nothing was written' % problems[0]['msg'], code='dump_incomplete',
-                               mismatches=problems)
+class RestoreRun(object):
+    """One run: what it was asked (``req``), how it reaches the database (``conn``, chosen again when the host's tools can
+    do the work), its clock, and what it has found so far (``result``, ``timings``) - which a failure carries with it."""
 
-    if req.preflight_only:
-        timings['total_seconds'] = round(clock() - started, 3)
-        result.update(timings=timings, msg=_preflight_message(req, result))
-        if scan is not None and scan.get('read_to_end'):
-            result['expected_counts'] = expected_counts(manifest_counts, scan['counts'])[0]
+    def __init__(self, conn, req, check_mode=False, runner=run, clock=time.time):
+        self.conn = conn
+        self.req = req
+        self.check_mode = check_mode
+        self.runner = runner
+        self.clock = clock
+        self.started = clock()
+        self.timings = {}
+        self.result = {'changed': False, 'mode': req.mode, 'target': conn.describe(), 'mismatches': []}
+
+    def execute(self):
+        try:
+            return self._run()
+        except RestoreError as exc:
+            raise self._with_partial(exc)
+        except TransportError as exc:
+            raise self._with_partial(RestoreError(str(exc), code=exc.code, rc=exc.rc, stderr=exc.stderr, cmd=exc.cmd,
+                                                  changed=self.result.get('changed', False)))
+
+    def _elapsed(self):
+        return round(self.clock() - self.started, 3)
+
+    def _with_partial(self, exc):
+        partial = dict(self.result)
+        partial.update(exc.partial)
+        self.timings['total_seconds'] = self._elapsed()
+        partial['timings'] = dict(self.timings, **exc.partial.get('timings', {}))
+        exc.partial = partial
+        return exc
+
+    def _run(self):
+        req, result, timings = self.req, self.result, self.timings
+        # A runbook dump's expected counts come from its own COPY blocks: read to the end when no restore stream will count them.
+        runbook = bool(req.artifact) and _looks_like_runbook(req.artifact)
+        full_scan = (runbook and (self.check_mode or req.verify_only or req.preflight_only)) or (req.preflight_only and req.preflight_scan)
+        client = None
+        if req.artifact and is_archive_path(req.artifact) and not req.verify_only:
+            self.conn, client = archive_client(self.conn, req.restore_client, self.runner)
+            if client:
+                result['restore_client'] = client
+        part, info, manifest, scan = preflight(self.conn, req, full_scan=full_scan, runner=self.runner, clock=self.clock)
+        timings['preflight_seconds'] = part.pop('preflight_seconds')
+        result.update(part)
+        manifest_counts = (manifest or {}).get('row_counts') or {}
+        read_to_end = scan is not None and scan.get('read_to_end')
+        if read_to_end:
+            problems = completeness_problems(scan, manifest_counts)
+            if problems:
+                raise RestoreError('the dump is incomplete: %s; nothing was written' % problems[0]['msg'], code='dump_incomplete',
+                                   mismatches=problems)
+
+        if req.preflight_only:
+            timings['total_seconds'] = self._elapsed()
+            result.update(timings=timings, msg=_preflight_message(req, result))
+            if read_to_end:
+                result['expected_counts'] = expected_counts(manifest_counts, scan['counts'])[0]
+            return result
+
+        t0 = self.clock()
+        # From here on the host's psql / pg_restore over the container's address when they can (restore_client), else docker exec.
+        if client is None:
+            tools = ('pg_restore',) if info and info['dump_format'] != _artifact.PLAIN and not req.verify_only else ('psql',)
+            self.conn, result['restore_client'], dummy = pick_client(self.conn, req.restore_client, 'restore_client', tools, self.runner)
+        target = _target_facts(self.conn)
+        timings['target_check_seconds'] = round(self.clock() - t0, 3)
+        result['server_version'] = target['server_version']
+
+        if req.verify_only:
+            return self._verify(manifest_counts, scan['counts'] if read_to_end else None, analyze=False, changed=False)
+
+        fmt = info['dump_format']
+        drops = bool(scan and scan.get('drops'))
+        if fmt == _artifact.PLAIN and scan is None:
+            drops = scan_plain(info['path'], result['compression'], full=False)['drops']
+        reset = needs_schema_reset(fmt, req.clean, drops)
+        plan = _describe_plan(self.conn, fmt, req, reset, self.runner)
+        result['restore'] = plan
+        if self.check_mode:
+            timings['total_seconds'] = self._elapsed()
+            if read_to_end:
+                result['expected_counts'] = expected_counts(manifest_counts, scan['counts'])[0]
+            elif manifest_counts:
+                result['expected_counts'] = dict(manifest_counts)
+            result.update(changed=True, timings=timings,
+                          msg='would restore %s (%s%s) into database %s%s' % (
+                              info['path'], fmt, ', runbook dump' if info['kind'] == _verification.KIND_RUNBOOK else '',
+                              target['database'],
+                              ', dropping and recreating the public schema first' if reset else
+                              (', dropping the objects of the dump first' if req.clean or fmt == _artifact.PLAIN else '')))
+            return result
+
+        t0 = self.clock()
+        dump_counts = None
+        try:
+            if fmt == _artifact.PLAIN:
+                prologue = schema_reset_sql(target['server_version_num']).encode('utf-8') if reset else b''
+                stream = restore_plain(self.conn, info['path'], result['compression'], prologue=prologue, manifest_counts=manifest_counts,
+                                       runner=self.runner)
+                dump_counts = stream['counts']
+                result['dump'] = dict((k, v) for k, v in stream.items() if k not in ('samples', 'sample_errors', 'argv'))
+            else:
+                executed = restore_archive(self.conn, info['path'], fmt, req.clean, req.jobs, runner=self.runner)
+                plan['argv'] = executed['argv']
+        finally:
+            timings['restore_seconds'] = round(self.clock() - t0, 3)
+        result['changed'] = True
+        return self._verify(manifest_counts, dump_counts, analyze=req.analyze, changed=True)
+
+    def _verify(self, manifest_counts, dump_counts, analyze, changed):
+        req, result, timings = self.req, self.result, self.timings
+        expected, sources = expected_counts(manifest_counts, dump_counts)
+        t0 = self.clock()
+        with PsqlSession(self.conn) as session:
+            verification, mismatches = verify_database(session, functools.partial(copy_photos, self.conn), expected, sources, req.key,
+                                                       req.cipher, req.photo_table, req.photo_sample, analyze=analyze, clock=self.clock)
+        timings['verify_seconds'] = round(self.clock() - t0, 3)
+        timings.update(verification.pop('timings'))
+        timings['total_seconds'] = self._elapsed()
+        result.update(verification)
+        result.update(timings=timings, mismatches=mismatches, changed=changed)
+        if mismatches:
+            what = 'restored, but the database does not verify' if changed else 'the database does not verify'
+            raise RestoreError('%s: %s' % (what, verify_failure_sentence(verification, mismatches, req.cipher)), code='verify_failed',
+                               mismatches=mismatches, changed=changed)
+        counted = ', '.join('%s=%s' % (t['table'], t['actual']) for t in verification['tables']) or 'no tables counted'
+        photos = verification['photos']
+        result['msg'] = '%s %s: %s; %d photo(s) decrypt%s; in %.1f s' % (
+            'restored and verified' if changed else 'verified', self.conn.database, counted, photos['checked'],
+            '' if req.photo_sample == 0 else ' (sample)', timings['total_seconds'])
         return result
-
-    t0 = clock()
-    # From here on the host's psql / pg_restore over the container's address when they can (restore_client), else docker exec.
-    if client is None:
-        tools = ('pg_restore',) if info and info['dump_format'] != _artifact.PLAIN and not req.verify_only else ('psql',)
-        conn, result['restore_client'], dummy = pick_client(conn, req.restore_client, 'restore_client', tools, runner)
-    target = _target_facts(conn)
-    timings['target_check_seconds'] = round(clock() - t0, 3)
-    result['server_version'] = target['server_version']
-
-    if req.verify_only:
-        dump_counts = scan['counts'] if scan is not None and scan.get('read_to_end') else None
-        return _verify(conn, req, result, timings, started, clock, manifest_counts, dump_counts, analyze=False, changed=False)
-
-    fmt = info['dump_format']
-    drops = bool(scan and scan.get('drops'))
-    if fmt == _artifact.PLAIN and scan is None:
-        drops = scan_plain(info['path'], result['compression'], full=False)['drops']
-    reset = needs_schema_reset(fmt, req.clean, drops)
-    plan = _describe_plan(conn, fmt, req, reset, runner)
-    result['restore'] = plan
-    if check_mode:
-        timings['total_seconds'] = round(clock() - started, 3)
-        if scan is not None and scan.get('read_to_end'):
-            result['expected_counts'] = expected_counts(manifest_counts, scan['counts'])[0]
-        elif manifest_counts:
-            result['expected_counts'] = dict(manifest_counts)
-        result.update(changed=True, timings=timings,
-                      msg='would restore %s (%s%s) into database %s%s' % (
-                          info['path'], fmt, ', runbook dump' if info['kind'] == _verification.KIND_RUNBOOK else '', target['database'],
-                          ', dropping and recreating the public schema first' if reset else
-                          (', dropping the objects of the dump first' if req.clean or fmt == _artifact.PLAIN else '')))
-        return result
-
-    t0 = clock()
-    dump_counts = None
-    try:
-        if fmt == _artifact.PLAIN:
-            prologue = schema_reset_sql(target['server_version_num']).encode('utf-8') if reset else b''
-            stream = restore_plain(conn, info['path'], result['compression'], prologue=prologue, manifest_counts=manifest_counts,
-                                   runner=runner)
-            dump_counts = stream['counts']
-            result['dump'] = dict((k, v) for k, v in stream.items() if k not in ('samples', 'sample_errors', 'argv'))
-        else:
-            executed = restore_archive(conn, info['path'], fmt, req.clean, req.jobs, runner=runner)
-            plan['argv'] = executed['argv']
-    finally:
-        timings['restore_seconds'] = round(clock() - t0, 3)
-    result['changed'] = True
-    return _verify(conn, req, result, timings, started, clock, manifest_counts, dump_counts, analyze=req.analyze, changed=True)
 
 
 def _looks_like_runbook(path):
@@ -287,31 +327,6 @@ def _describe_plan(conn, fmt, req, reset, runner):
     where = '<temp dir in the container>/archive' if plan['source'] == 'copy' else req.artifact
     return {'method': 'pg_restore', 'argv': archive_restore_argv(conn, plan, where, runner), 'single_transaction': plan['single_transaction'],
             'schema_reset': False, 'jobs': plan['jobs'], 'source': plan['source']}
-
-
-def _verify(conn, req, result, timings, started, clock, manifest_counts, dump_counts, analyze, changed):
-    expected, sources = expected_counts(manifest_counts, dump_counts)
-    t0 = clock()
-    with PsqlSession(conn) as session:
-        verification, mismatches = verify_database(session, functools.partial(copy_photos, conn), expected, sources, req.key,
-                                                   req.cipher, req.photo_table,
-                                                   req.photo_sample, analyze=analyze, clock=clock)
-    timings['verify_seconds'] = round(clock() - t0, 3)
-    timings.update(verification.pop('timings'))
-    timings['total_seconds'] = round(clock() - started, 3)
-    result.update(verification)
-    result.update(timings=timings, mismatches=mismatches, changed=changed)
-    if mismatches:
-        what = 'restored, but the database does not verify' if changed else 'the database does not verify'
-        exc = RestoreError('%s: %s' % (what, verify_failure_sentence(verification, mismatches, req.cipher)), code='verify_failed',
-                           mismatches=mismatches, changed=changed)
-        raise exc
-    counted = ', '.join('%s=%s' % (t['table'], t['actual']) for t in verification['tables']) or 'no tables counted'
-    photos = verification['photos']
-    result['msg'] = '%s %s: %s; %d photo(s) decrypt%s; in %.1f s' % (
-        'restored and verified' if changed else 'verified', conn.database, counted, photos['checked'],
-        '' if req.photo_sample == 0 else ' (sample)', timings['total_seconds'])
-    return result
 
 
 def _preflight_message(req, result):

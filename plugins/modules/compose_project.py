@@ -78,6 +78,13 @@ options:
     description: With O(state=present), wait until the database in O(db_service) accepts connections.
     type: bool
     default: false
+  plan_only:
+    description:
+      - Only say what O(state) would change - the containers, volumes (RV(volumes_removed)), data mounts and orphans - as
+        check mode does, and report no change. A read-only probe, for example what C(down -v) would remove before a restore,
+        that needs no C(check_mode).
+    type: bool
+    default: false
   wait_timeout:
     description:
       - Seconds to wait with O(wait=true). On timeout the task fails with RV(error_code=not_ready), naming the command that
@@ -253,6 +260,7 @@ def argument_spec():
         services=dict(type='list', elements='str', default=[]),
         remove_volumes=dict(type='bool', default=False),
         wait=dict(type='bool', default=False),
+        plan_only=dict(type='bool', default=False),
         wait_timeout=dict(type='int', default=120),
         db_service=dict(type='str', default='db'),
         db_user=dict(type='str', default='challengeuser'),
@@ -272,7 +280,10 @@ def main():
                              db_password=params['db_password'])
     try:
         result = run_compose_project(project, state=params['state'], services=params['services'], remove_volumes=params['remove_volumes'],
-                                     wait=params['wait'], wait_timeout=params['wait_timeout'], check_mode=module.check_mode)
+                                     wait=params['wait'], wait_timeout=params['wait_timeout'],
+                                     check_mode=module.check_mode or params['plan_only'])
+        if params['plan_only']:
+            result['changed'] = False
     except FleetDrError as exc:
         fail_with(module, exc)
     module.exit_json(**result)

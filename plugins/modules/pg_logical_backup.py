@@ -96,6 +96,13 @@ options:
     description: Refuse to start when O(backup_dir) has less free space than the estimated dump size.
     type: bool
     default: true
+  plan_only:
+    description:
+      - Only answer whether a backup can run and what it would write - the database answers, the artifact's name, the
+        estimated data size, RV(free_space_problem), the temporary files of killed backups it would remove - as check mode
+        does, and report no change. A read-only probe for preflights, that needs no C(check_mode).
+    type: bool
+    default: false
   dump_client:
     description:
       - Where pg_dump runs with O(transport=compose). V(auto) runs the host's pg_dump against the container's own address
@@ -283,6 +290,7 @@ def main():
         key_check_photos=dict(type='int', default=20, no_log=False),
         name_prefix=dict(type='str', default='backup'),
         check_free_space=dict(type='bool', default=True),
+        plan_only=dict(type='bool', default=False),
         dump_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
@@ -297,7 +305,9 @@ def main():
             count_all_tables=params['count_all_tables'], key=key, cipher=params['cipher'],
             key_check_photos=params['key_check_photos'], photo_table=params['photo_table'], prefix=params['name_prefix'],
             check_free_space=params['check_free_space'], dump_client=params['dump_client'])
-        result = run_backup(connection_from_params(params), request, check_mode=module.check_mode)
+        result = run_backup(connection_from_params(params), request, check_mode=module.check_mode or params['plan_only'])
+        if params['plan_only']:
+            result['changed'] = False
     except FleetDrError as exc:
         fail_with(module, exc)
     module.exit_json(**result)

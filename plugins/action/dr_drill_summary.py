@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import summary
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import registered_results, summary
 from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
 
 
@@ -13,7 +13,7 @@ class ActionModule(ControllerAction):
 
     # Paths are the host's: not expanded here, on the controller.
     ARGUMENT_SPEC = dict(
-        results=dict(type='dict', required=True),
+        results=dict(type='dict'),
         artifact=dict(type='dict', default={}),
         stack=dict(type='dict', default={}),
         restore=dict(type='dict', default={}),
@@ -26,4 +26,11 @@ class ActionModule(ControllerAction):
     )
 
     def compute(self, args, check_mode):
+        if args['results'] is None:
+            # The drill role registers each step under the name _drill.REGISTERED gives it: read them here.
+            args = dict(args, results=registered_results(self._task_vars))
         return summary(args)
+
+    def run(self, tmp=None, task_vars=None):
+        self._task_vars = task_vars or {}
+        return super(ActionModule, self).run(tmp, task_vars)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import plan
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import plan, registered_results
 from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
 
 
@@ -21,7 +21,7 @@ class ActionModule(ControllerAction):
         orphans=dict(type='list', elements='str', default=[]),
         remove_other_volumes=dict(type='bool', default=False),
         unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
-        results=dict(type='dict', default={}),
+        results=dict(type='dict'),
         started_at=dict(type='str'),
         failed_task=dict(type='str'),
         failed_msg=dict(type='str'),
@@ -39,4 +39,11 @@ class ActionModule(ControllerAction):
     VALIDATION = dict(required_if=[('stage', 'report', ['started_at'])])
 
     def compute(self, args, check_mode):
+        if args['stage'] == 'report' and args['results'] is None:
+            # The restore role registers each step under the name _restore_plan.REGISTERED gives it: read them here.
+            args = dict(args, results=registered_results(self._task_vars))
         return plan(args, check_mode)
+
+    def run(self, tmp=None, task_vars=None):
+        self._task_vars = task_vars or {}
+        return super(ActionModule, self).run(tmp, task_vars)

@@ -50,8 +50,10 @@ options:
         (the teardown) - each with the C(started_at) and C(finished_at) every module of the collection returns.
       - A step that did not run, or failed, has no end; the first such step is the failed step when O(failure) is given.
         Any other key fails with RV(error_code=bad_option).
+      - When not given, they are read from the variables the drill role registers its steps in (C(_dr_drill_lease),
+        C(_dr_drill_artifact), C(_dr_drill_stack), C(_dr_drill_up), C(_dr_drill_restore), C(_dr_drill_down),
+        C(_dr_drill_cleanup)).
     type: dict
-    required: true
   artifact:
     description: The result of M(fleet_telemetry.dr.pg_artifact_verify) for the artifact drilled (C(path), C(size), C(sha256), C(dump_format), C(manifest)).
     type: dict

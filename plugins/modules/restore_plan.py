@@ -104,10 +104,12 @@ options:
       - With O(stage=report), the registered results of the role's steps under the keys C(artifact), C(preflight),
         C(confirm), C(safety_check), C(safety_plan) (the result of O(stage=safety)), C(safety), C(down), C(up_db),
         C(restore) and C(up_all) - exactly these.
+      - When not given, they are read from the variables the restore role registers its steps in (C(_restore_artifact),
+        C(_restore_preflight), C(_restore_confirm), C(_restore_db_check), C(_restore_safety_plan), C(_restore_safety),
+        C(_restore_down), C(_restore_up_db), C(_restore_result), C(_restore_up_all)); a step that did not run counts as {}.
       - In check mode C(safety_check) (the check-mode run of M(fleet_telemetry.dr.pg_logical_backup)) stands for the safety
         dump that a real run would take.
     type: dict
-    default: {}
   started_at:
     description: With O(stage=report), when the run started, ISO 8601 UTC (for RTO, RPO and the report's name).
     type: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 from unittest import mock
 
 
-def run_action(action_class, args, check_mode=False):
+def run_action(action_class, args, check_mode=False, task_vars=None):
     """The result of ``action_class`` run with the task arguments ``args`` (no host, no connection is used)."""
     task = mock.MagicMock()
     task.args = dict(args)
@@ -17,4 +17,4 @@ def run_action(action_class, args, check_mode=False):
     connection = mock.MagicMock()
     connection._shell.tmpdir = '/nonexistent'
     action = action_class(task, connection, mock.MagicMock(), loader=None, templar=None, shared_loader_obj=None)
-    return action.run(task_vars={})
+    return action.run(task_vars=dict(task_vars or {}))

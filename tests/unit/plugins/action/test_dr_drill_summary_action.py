@@ -52,3 +52,9 @@ def test_without_the_lease_s_start_or_a_directory_for_the_report():
     assert result['failed'] and result['error_code'] == 'bad_option' and 'started_at' in result['msg']
     result = run_action(ActionModule, {'results': _results()})
     assert result['failed'] and result['error_code'] == 'bad_option' and 'fleet_dr_backup_dir' in result['msg']
+
+
+def test_the_steps_the_role_registered_are_read_when_no_results_are_given():
+    registered = dict(('_dr_drill_%s' % key, value) for key, value in _results().items())
+    result = run_action(ActionModule, {'teardown': {'ok': True}, 'backup_dir': '/b'}, task_vars=registered)
+    assert result['status'] == 'passed' and result['data']['rto_seconds'] == 30.5

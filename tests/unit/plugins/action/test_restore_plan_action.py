@@ -56,3 +56,12 @@ def test_report_stage_refuses_results_that_do_not_name_the_steps():
     result = run_action(ActionModule, {'stage': 'report', 'results': res, 'started_at': STARTED})
     assert result['failed'] and result['error_code'] == 'bad_option'
     assert result['msg'].endswith('; missing up_db; unknown up'), result['msg']
+
+
+def test_report_stage_reads_the_steps_the_role_registered():
+    registered = {'_restore_artifact': {'path': '/b/backup.sql', 'kind': 'artifact'}, '_restore_down': {'changed': True},
+                  '_restore_result': {'failed': True, 'msg': 'the dump is incomplete'}, '_other': {'failed': True}}
+    result = run_action(ActionModule, {'stage': 'report', 'started_at': STARTED, 'failed': True, 'failed_msg': 'the dump is incomplete',
+                                       'backup_dir': '/b'}, task_vars=registered)
+    assert result['status'] == 'failed' and result['data']['failed_step'] == 'restore and verify'
+    assert 'The database was already removed' in result['msg']

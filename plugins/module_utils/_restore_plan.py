@@ -355,15 +355,18 @@ def results_problem(results):
         '; missing %s' % ', '.join(missing) if missing else '', '; unknown %s' % ', '.join(unknown) if unknown else ''))
 
 
-def plan(args, check_mode=False, now=None):
-    """The result of the role's ``restore_plan`` task: ``stage=safety`` decides about the safety dump, ``stage=report``
-    builds the report (``args`` are the task's validated arguments)."""
-    if args['stage'] == 'safety':
-        also_removed = other_volumes_problem(args['other_volumes'], args['remove_other_volumes'], args['orphans'])
-        decision = safety_decision(args['db_check'], args['volumes'], args['unreachable'], mounts=args['mounts'])
-        if also_removed:
-            decision['note'] = '%s; %s' % (decision['note'], also_removed)
-        return dict(decision, msg=decision['note'], also_removed=also_removed)
+def safety_plan(args):
+    """The result of the role's ``restore_safety`` task: take a safety dump, go on without one, or stop (``args`` are the
+    task's validated arguments)."""
+    also_removed = other_volumes_problem(args['other_volumes'], args['remove_other_volumes'], args['orphans'])
+    decision = safety_decision(args['db_check'], args['volumes'], args['unreachable'], mounts=args['mounts'])
+    if also_removed:
+        decision['note'] = '%s; %s' % (decision['note'], also_removed)
+    return dict(decision, msg=decision['note'], also_removed=also_removed)
+
+
+def report_plan(args, check_mode=False, now=None):
+    """The result of the role's ``restore_report`` task: the report, the way back after a failure, the set_stats facts."""
     problem = results_problem(args['results'])
     if problem:
         raise PlanError(problem, code='bad_option')

@@ -1,11 +1,11 @@
 # Copyright: contributors to the fleet_telemetry.dr collection
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""restore_plan on the controller: the restore role's decisions from the results its other tasks registered."""
+"""restore_report on the controller: the restore's report and the way back, from the results its steps registered."""
 
 from __future__ import annotations
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import plan, registered_results
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import registered_results, report_plan
 from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
 
 
@@ -13,16 +13,8 @@ class ActionModule(ControllerAction):
 
     # Paths are the host's: not expanded here, on the controller.
     ARGUMENT_SPEC = dict(
-        stage=dict(type='str', choices=['safety', 'report'], required=True),
-        db_check=dict(type='dict', default={}),
-        volumes=dict(type='list', elements='str', default=[]),
-        mounts=dict(type='list', elements='str', default=[]),
-        other_volumes=dict(type='list', elements='str', default=[]),
-        orphans=dict(type='list', elements='str', default=[]),
-        remove_other_volumes=dict(type='bool', default=False),
-        unreachable=dict(type='str', choices=['continue', 'stop', 'force'], default='continue'),
         results=dict(type='dict'),
-        started_at=dict(type='str'),
+        started_at=dict(type='str', required=True),
         failed_task=dict(type='str'),
         failed_msg=dict(type='str'),
         failed=dict(type='bool', default=False),
@@ -36,13 +28,12 @@ class ActionModule(ControllerAction):
         report_dir=dict(type='str'),
         history=dict(type='bool', default=True),
     )
-    VALIDATION = dict(required_if=[('stage', 'report', ['started_at'])])
 
     def compute(self, args, check_mode):
-        if args['stage'] == 'report' and args['results'] is None:
+        if args['results'] is None:
             # The restore role registers each step under the name _restore_plan.REGISTERED gives it: read them here.
             args = dict(args, results=registered_results(self._task_vars))
-        return plan(args, check_mode)
+        return report_plan(args, check_mode)
 
     def run(self, tmp=None, task_vars=None):
         self._task_vars = task_vars or {}

@@ -125,7 +125,7 @@ def _seconds_between(start, end):
     return round(float(end) - float(start), 3)
 
 
-def rpo_seconds(manifest, at):
+def snapshot_age(manifest, at):
     """Age of the backup at ``at`` (epoch seconds), from its manifest's ``started_at``: the restore's RPO, one definition."""
     started = datetime.datetime.fromtimestamp(float(at), datetime.timezone.utc)
     return restore_rpo_seconds({'started_at': (manifest or {}).get('started_at')}, started)
@@ -168,7 +168,7 @@ def report_data(marks, artifact=None, stack=None, restore=None, failure=None, te
         'started_at': format_timestamp_epoch(marks.get('started')),
         'finished_at': format_timestamp_epoch(marks.get('finished') or marks.get('torn_down') or marks.get('verified')),
         'rto_seconds': _seconds_between(marks.get('started'), marks.get('verified')),
-        'rpo_seconds': rpo_seconds(manifest, marks['started']) if marks.get('started') is not None else None,
+        'rpo_seconds': snapshot_age(manifest, marks['started']) if marks.get('started') is not None else None,
         'database': database or manifest.get('database'),
         'steps': steps,
     }

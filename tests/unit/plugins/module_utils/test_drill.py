@@ -180,15 +180,15 @@ T0 = 1796119200.0  # 2026-12-01T10:00:00Z
 
 
 def test_rpo_is_the_age_of_the_snapshot_at_the_start():
-    assert dr.rpo_seconds(MANIFEST, T0) == 4 * 3600
-    assert dr.rpo_seconds({'finished_at': '2026-12-01T06:00:30Z'}, T0) is None
-    assert dr.rpo_seconds({'started_at': 'yesterday'}, T0) is None
-    assert dr.rpo_seconds(None, T0) is None
+    assert dr.snapshot_age(MANIFEST, T0) == 4 * 3600
+    assert dr.snapshot_age({'finished_at': '2026-12-01T06:00:30Z'}, T0) is None
+    assert dr.snapshot_age({'started_at': 'yesterday'}, T0) is None
+    assert dr.snapshot_age(None, T0) is None
 
 
 def test_rpo_is_the_restore_s_rpo():
     started = datetime.datetime.fromtimestamp(T0, datetime.timezone.utc)
-    assert dr.rpo_seconds(MANIFEST, T0) == restore_plan.rpo_seconds({'started_at': MANIFEST['started_at']}, started)
+    assert dr.snapshot_age(MANIFEST, T0) == restore_plan.rpo_seconds({'started_at': MANIFEST['started_at']}, started)
 
 
 @pytest.mark.parametrize('backup_dir, report_dir, history, expected_dir, expected_history', [

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import registered_results, summary
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._drill import REGISTERED, summary
 from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
 
 
@@ -25,12 +25,8 @@ class ActionModule(ControllerAction):
         history=dict(type='str'),
     )
 
-    def compute(self, args, check_mode):
-        if args['results'] is None:
-            # The drill role registers each step under the name _drill.REGISTERED gives it: read them here.
-            args = dict(args, results=registered_results(self._task_vars))
-        return summary(args)
+    # Without results, the steps' results are read from the variables the drill role registers them in.
+    REGISTERED = REGISTERED
 
-    def run(self, tmp=None, task_vars=None):
-        self._task_vars = task_vars or {}
-        return super(ActionModule, self).run(tmp, task_vars)
+    def compute(self, args, check_mode):
+        return summary(args)

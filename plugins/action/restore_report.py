@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import registered_results, report_plan
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import REGISTERED, report_plan
 from ansible_collections.fleet_telemetry.dr.plugins.plugin_utils._controller import ControllerAction
 
 
@@ -29,12 +29,8 @@ class ActionModule(ControllerAction):
         history=dict(type='bool', default=True),
     )
 
-    def compute(self, args, check_mode):
-        if args['results'] is None:
-            # The restore role registers each step under the name _restore_plan.REGISTERED gives it: read them here.
-            args = dict(args, results=registered_results(self._task_vars))
-        return report_plan(args, check_mode)
+    # Without results, the steps' results are read from the variables the restore role registers them in.
+    REGISTERED = REGISTERED
 
-    def run(self, tmp=None, task_vars=None):
-        self._task_vars = task_vars or {}
-        return super(ActionModule, self).run(tmp, task_vars)
+    def compute(self, args, check_mode):
+        return report_plan(args, check_mode)

@@ -20,3 +20,23 @@ attributes:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
       - This assumes that the system controlled/queried by the module has not changed in a relevant way.
 """
+
+    # The attributes of an action that only computes on the controller from its arguments (plugin_utils._controller).
+    CONTROLLER_ACTION = r"""
+options: {}
+attributes:
+  action:
+    support: full
+  async:
+    support: none
+  bypass_host_loop:
+    support: none
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+    details:
+      - RV(changed) is always V(false).
+  platform:
+    platforms: all
+"""

@@ -222,14 +222,10 @@ def report_location(started, backup_dir, report_dir=None, history=None):
 RESULT_MARKS = (('lease', 'leased'), ('artifact', 'selected'), ('stack', 'planned'), ('up', 'up'), ('restore', 'verified'))
 TEARDOWN_RESULTS = ('down', 'cleanup')
 RESULT_KEYS = tuple(key for key, dummy in RESULT_MARKS) + TEARDOWN_RESULTS
-# The variable the drill role registers each of them in: the role declares nothing else about its steps.
+# The variable the drill role registers each of them in (read by the dr_drill_summary action): the role declares nothing
+# else about its steps.
 REGISTERED = {'lease': '_dr_drill_lease', 'artifact': '_dr_drill_artifact', 'stack': '_dr_drill_stack', 'up': '_dr_drill_up',
               'restore': '_dr_drill_restore', 'down': '_dr_drill_down', 'cleanup': '_dr_drill_cleanup'}
-
-
-def registered_results(variables):
-    """``results`` read from the drill role's registered variables (a step that did not run gives {})."""
-    return dict((key, variables.get(REGISTERED[key]) or {}) for key in RESULT_KEYS)
 
 
 def _epoch(result, key):

@@ -331,17 +331,13 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
 
 # The keys of ``results`` the report reads: every step's registered result, and the safety check's.
 RESULT_KEYS = tuple(key for key, dummy in STEPS) + ('safety_check',)
-# The variable the restore role registers each of them in: the role declares nothing else about its steps.
+# The variable the restore role registers each of them in (read by the restore_report action): the role declares
+# nothing else about its steps.
 REGISTERED = {
     'artifact': '_restore_artifact', 'preflight': '_restore_preflight', 'confirm': '_restore_confirm',
     'safety_check': '_restore_db_check', 'safety_plan': '_restore_safety_plan', 'safety': '_restore_safety',
     'down': '_restore_down', 'up_db': '_restore_up_db', 'restore': '_restore_result', 'up_all': '_restore_up_all',
 }
-
-
-def registered_results(variables):
-    """``results`` read from the role's registered variables (a step that did not run gives {})."""
-    return dict((key, variables.get(REGISTERED[key]) or {}) for key in RESULT_KEYS)
 
 
 def results_problem(results):

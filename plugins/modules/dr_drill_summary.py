@@ -24,23 +24,12 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - fleet_telemetry.dr._attributes
+  - fleet_telemetry.dr._attributes.controller_action
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - The same computation as a normal run; nothing is changed either way.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  platform:
-    platforms: posix
 options:
   results:
     description:

@@ -21,25 +21,12 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - ansible.builtin.action_common_attributes.flow
   - fleet_telemetry.dr._attributes
+  - fleet_telemetry.dr._attributes.controller_action
 attributes:
-  action:
-    support: full
-  async:
-    support: none
-  bypass_host_loop:
-    support: none
   check_mode:
     support: full
     details:
       - It changes nothing; in check mode it words the report as what a run would do.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-    details:
-      - RV(changed) is always V(false).
-  platform:
-    platforms: all
 options:
   results:
     description:

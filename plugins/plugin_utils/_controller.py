@@ -17,13 +17,17 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import 
 class ControllerAction(ActionBase):
     """Validates the task's arguments against ``ARGUMENT_SPEC`` (and ``VALIDATION``), then returns ``compute()``.
 
-    A ``FleetDrError`` becomes a failed result with its sentence and ``error_code``; ``changed`` is always false.
+    With ``REGISTERED`` (``{step key: variable a role registers that step's result in}``), an absent ``results`` argument
+    is read from those variables, so a role declares its steps by registering them, and nowhere else; a step that did not
+    run gives {}. A ``FleetDrError`` becomes a failed result with its sentence and ``error_code``; ``changed`` is always
+    false.
     """
 
     TRANSFERS_FILES = False
     _requires_connection = False
     ARGUMENT_SPEC = {}
     VALIDATION = {}
+    REGISTERED = None
 
     def compute(self, args, check_mode):
         """The result, from the validated arguments; raise ``FleetDrError`` to fail."""
@@ -32,6 +36,9 @@ class ControllerAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super(ControllerAction, self).run(tmp, task_vars)
         dummy, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC, **self.VALIDATION)
+        if self.REGISTERED is not None and args.get('results') is None:
+            variables = task_vars or {}
+            args['results'] = dict((key, variables.get(name) or {}) for key, name in self.REGISTERED.items())
         try:
             result.update(self.compute(args, bool(self._task.check_mode)))
         except FleetDrError as exc:

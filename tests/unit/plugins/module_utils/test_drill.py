@@ -558,3 +558,7 @@ def test_check_mode_does_not_blame_the_port_on_leftovers_it_would_remove(tmp_pat
 def test_port_is_free(busy_port):
     assert ss.port_is_free(busy_port) is False
     assert ss.port_is_free(ss.free_loopback_port()) is True
+
+
+def test_every_step_of_the_drill_has_a_registered_variable():
+    assert sorted(dr.REGISTERED) == sorted(dr.RESULT_KEYS)

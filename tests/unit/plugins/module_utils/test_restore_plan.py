@@ -278,3 +278,7 @@ def test_report_names_what_else_was_removed():
 ])
 def test_a_step_s_seconds_come_from_its_module_s_own_times(key, result, seconds):
     assert rp.step_seconds(key, result) == seconds
+
+
+def test_every_step_of_the_report_has_a_registered_variable():
+    assert sorted(rp.REGISTERED) == sorted(rp.RESULT_KEYS)

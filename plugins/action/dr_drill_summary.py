@@ -15,6 +15,7 @@ class ActionModule(ControllerAction):
     ARGUMENT_SPEC = dict(
         results=dict(type='dict'),
         artifact=dict(type='dict', default={}),
+        source=dict(type='dict', default={}),
         stack=dict(type='dict', default={}),
         restore=dict(type='dict', default={}),
         failure=dict(type='dict'),

@@ -154,7 +154,7 @@ def drill_steps(marks, failure=None, teardown=None):
     return steps
 
 
-def report_data(marks, artifact=None, stack=None, restore=None, failure=None, teardown=None, database=None):
+def report_data(marks, artifact=None, stack=None, restore=None, failure=None, teardown=None, database=None, source=None):
     """The ``data`` of dr_report for a drill, from the results of its steps (no secrets in any of them)."""
     artifact = artifact or {}
     restore = restore or {}
@@ -176,6 +176,8 @@ def report_data(marks, artifact=None, stack=None, restore=None, failure=None, te
         data['artifact'] = {'path': artifact.get('path'), 'size': artifact.get('size'), 'sha256': artifact.get('sha256'),
                             'dump_format': artifact.get('dump_format'), 'started_at': manifest.get('started_at'),
                             'finished_at': manifest.get('finished_at')}
+    if (source or {}).get('location'):
+        data['source'] = {'target': source.get('target'), 'location': source['location']}
     if stack.get('project_name'):
         data['target'] = {'project_name': stack.get('project_name'), 'container_name': stack.get('container_name'),
                           'volume': stack.get('volume'), 'port': stack.get('port'), 'image': stack.get('image')}
@@ -273,7 +275,8 @@ def summary(params):
     if marks.get('started') is None:
         raise DrillError('results must hold the lease step\'s result with its started_at: the drill\'s start', code='bad_option')
     data = report_data(marks, artifact=params.get('artifact'), stack=params.get('stack'), restore=params.get('restore'),
-                       failure=params.get('failure'), teardown=params.get('teardown'), database=params.get('database'))
+                       failure=params.get('failure'), teardown=params.get('teardown'), database=params.get('database'),
+                       source=params.get('source'))
     result = dict(changed=False, status=data['status'], data=data, msg=data['msg'])
     result.update(report_location(marks['started'], params.get('backup_dir') or '', params.get('report_dir'), params.get('history')))
     return result

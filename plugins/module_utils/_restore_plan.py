@@ -31,6 +31,7 @@ DEFAULT_PLAYBOOK = 'playbooks/restore.yml'
 
 # The steps of the role, in order: (key of the results, name in the report).
 STEPS = (
+    ('fetch', 'download from offsite'),
     ('artifact', 'pick and verify the artifact'),
     ('preflight', 'key preflight'),
     ('confirm', 'confirmation'),
@@ -274,6 +275,9 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
         'steps': steps_of(results, failed_step, failed_msg, confirmed),
         'check_mode': bool(check_mode),
     }
+    fetched = results.get('fetch')
+    if _ran(fetched) and fetched.get('location'):
+        data['source'] = {'target': fetched.get('target'), 'location': fetched['location']}
     rpo = rpo_seconds(artifact, started)
     if rpo is not None:
         data['rpo_seconds'] = rpo
@@ -334,7 +338,7 @@ RESULT_KEYS = tuple(key for key, dummy in STEPS) + ('safety_check',)
 # The variable the restore role registers each of them in (read by the restore_report action): the role declares
 # nothing else about its steps.
 REGISTERED = {
-    'artifact': '_restore_artifact', 'preflight': '_restore_preflight', 'confirm': '_restore_confirm',
+    'fetch': '_restore_fetch', 'artifact': '_restore_artifact', 'preflight': '_restore_preflight', 'confirm': '_restore_confirm',
     'safety_check': '_restore_db_check', 'safety_plan': '_restore_safety_plan', 'safety': '_restore_safety',
     'down': '_restore_down', 'up_db': '_restore_up_db', 'restore': '_restore_result', 'up_all': '_restore_up_all',
 }

@@ -47,6 +47,12 @@ options:
     description: The result of M(fleet_telemetry.dr.pg_artifact_verify) for the artifact drilled (C(path), C(size), C(sha256), C(dump_format), C(manifest)).
     type: dict
     default: {}
+  source:
+    description:
+      - The result of M(fleet_telemetry.dr.offsite_fetch) when the drilled backup came from an offsite target (C(target),
+        C(location)); the report then says where it came from.
+    type: dict
+    default: {}
   stack:
     description: The result of M(fleet_telemetry.dr.dr_scratch_stack) with O(fleet_telemetry.dr.dr_scratch_stack#module:state=present).
     type: dict

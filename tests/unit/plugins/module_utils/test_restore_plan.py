@@ -117,6 +117,7 @@ def test_no_recovery_before_anything_was_destroyed():
 
 def results(**overrides):
     base = {
+        'fetch': {'skipped': True},
         'artifact': {'path': ARTIFACT, 'size': 1000, 'sha256': 'ab' * 32, 'dump_format': 'plain', 'kind': 'artifact',
                      'manifest': {'started_at': '2026-12-01T06:00:00Z'}, 'changed': False},
         'preflight': {'msg': 'preflight passed', 'timings': {'total_seconds': 0.5}},
@@ -147,7 +148,8 @@ def test_passed_report():
     assert data['artifact']['path'] == ARTIFACT and data['artifact']['started_at'] == '2026-12-01T06:00:00Z'
     assert data['safety_dump'] == {'path': SAFETY, 'sha256': 'cd' * 32}
     assert data['photos'] == {'checked': 24, 'failed': 0, 'total': 24}
-    assert [s['name'] for s in data['steps']] == [name for dummy, name in rp.STEPS]
+    # A local restore: every step but the download from offsite.
+    assert [s['name'] for s in data['steps']] == [name for key, name in rp.STEPS if key != 'fetch']
     assert all(s['ok'] for s in data['steps'])
     assert report['recovery'] is None and 'recovery' not in data
     assert report['stats'] == {'fleet_dr_restore_status': 'passed', 'fleet_dr_restore_artifact': ARTIFACT,
@@ -282,3 +284,15 @@ def test_a_step_s_seconds_come_from_its_module_s_own_times(key, result, seconds)
 
 def test_every_step_of_the_report_has_a_registered_variable():
     assert sorted(rp.REGISTERED) == sorted(rp.RESULT_KEYS)
+
+
+def test_report_names_the_offsite_source():
+    fetched = {'changed': True, 'target': 's3://b/p/', 'location': 's3://b/p/backup.sql.zst', 'path': ARTIFACT,
+               'started_at': '2026-12-01T07:00:00Z', 'finished_at': '2026-12-01T07:00:03Z'}
+    report = rp.build_report(results(fetch=fetched), STARTED)
+    assert report['data']['source'] == {'target': 's3://b/p/', 'location': 's3://b/p/backup.sql.zst'}
+    assert report['data']['steps'][0] == {'name': 'download from offsite', 'ok': True, 'seconds': 3.0, 'msg': None}
+
+
+def test_report_of_a_local_restore_has_no_source():
+    assert 'source' not in rp.build_report(results(), STARTED)['data']

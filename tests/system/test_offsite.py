@@ -39,8 +39,6 @@ LOCKED_BUCKET = 'fleet-dr-locked'
 PREFIX = 'prod/telemetry_db/'
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
@@ -91,7 +89,7 @@ def production(tmp_path_factory, request, ansible, moto, sshd, remote_dir):
     prod.variables.update(
         fleet_dr_offsite_targets=[s3_target(moto), ssh_target(sshd, remote_dir)],
         fleet_dr_aws_region=moto_support.REGION, fleet_dr_aws_access_key=moto_support.ACCESS_KEY,
-        fleet_dr_aws_secret_key=moto_support.SECRET_KEY)
+        fleet_dr_aws_secret_key=moto_support.SECRET_KEY, backup_retention=True)
     prod.write_inventory()
     return prod
 

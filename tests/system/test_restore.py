@@ -47,6 +47,9 @@ class Production(object):
             'fleet_dr_project_src': stack.directory, 'fleet_dr_project_name': stack.project,
             'fleet_dr_backup_dir': self.backup_dir, 'fleet_dr_encryption_key': stack.key_hex,
             'backup_poll_interval': 1, 'restore_poll_interval': 1, 'restore_recovery_playbook': RESTORE_PLAYBOOK,
+            # The restore tests keep their module's backups (several a day) for the whole module; retention has its own
+            # tests (test_offsite.py), which turn it back on.
+            'backup_retention': False,
         }
         self.write_inventory()
 

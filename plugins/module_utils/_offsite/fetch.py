@@ -18,8 +18,11 @@ import shutil
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import manifest_path, parse_artifact_name, parse_timestamp
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._atomic import AtomicArtifactWriter, NoSpaceError, check_destination
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._digest import sha256_file
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._manifest import (
     MANIFEST_MAX_SIZE,
+    ManifestError,
+    read_manifest,
     validate_manifest,
     write_manifest,
 )
@@ -62,16 +65,31 @@ def space_problem(staging_dir, size, disk_usage=shutil.disk_usage):
             'staging directory' % (staging_dir, free >> 20, need >> 20))
 
 
+def _kept_copy(path, manifest):
+    """True when ``path`` is this very backup, downloaded and verified by an earlier run (kept after its restore failed):
+    a regular file with the same manifest, hashing to the manifest's checksum."""
+    if os.path.islink(path) or not os.path.isfile(path) or os.path.islink(manifest_path(path)):
+        return False
+    try:
+        return read_manifest(path) == manifest and sha256_file(path) == manifest['sha256']
+    except (ManifestError, OSError):
+        return False
+
+
 def download_artifact(target, entry, staging_dir):
     """Download ``entry`` (from ``complete_artifacts``) into ``staging_dir`` with its manifest; return the local path.
 
     The sha256 is computed while writing; on a mismatch nothing is published and OffsiteError (``offsite_mismatch``) says so.
+    A verified copy of the same backup already there (an earlier restore from it failed, and kept it) is used as it is;
+    anything else under its name is refused (``offsite_staging_taken``).
     """
     name, manifest = entry['name'], entry['manifest']
     problem = space_problem(staging_dir, manifest['size'])
     if problem:
         raise NoSpaceError(problem)
     path = os.path.join(staging_dir, name)
+    if _kept_copy(path, manifest):
+        return path
     if os.path.lexists(path) or os.path.lexists(manifest_path(path)):
         raise OffsiteError('the staging directory already holds %s: remove it (it is a copy from an earlier run), then run '
                            'again' % path, code='offsite_staging_taken')

@@ -20,6 +20,7 @@ import concurrent.futures
 import datetime
 import hashlib
 
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.parts import FilePart, SourceChanged, hashed_parts
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.target import (
     OffsiteError, OffsiteExistsError, OffsiteLockedError, OffsiteTarget)
 
@@ -325,32 +326,21 @@ class S3Target(OffsiteTarget):
         return max(self.part_size, -(-needed // MIB) * MIB)
 
     def _send_parts(self, path, key, upload_id, size, progress):
-        """Read ``path`` part by part in this thread (hashing it), upload the parts from a pool of ``concurrency``
-        threads; at most ``concurrency + 1`` parts are in memory at once, whatever the size of the file.
-        Returns (the parts for Complete, the sha256 hex)."""
-        part_size = self.part_size_for(size)
-        digest, parts, pending, sent, read = hashlib.sha256(), [], set(), 0, 0
+        """Read ``path`` once, in order, in this thread (hashing each part and the whole file), and upload the parts from a
+        pool of ``concurrency`` threads, each reading its part again from the file as it sends it (``_offsite.parts``):
+        memory stays flat whatever the part size and the file size. Returns (the parts for Complete, the sha256 hex)."""
+        digest, parts, pending, sent = hashlib.sha256(), [], set(), 0
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            with open(path, 'rb') as stream:
-                number = 0
-                while True:
-                    data = stream.read(part_size)
-                    length, read = len(data), read + len(data)
-                    if (number and not length) or read > size:
-                        break
-                    number += 1
-                    digest.update(data)
-                    pending.add(pool.submit(self._send_part, key, upload_id, number, data))
-                    data = None
-                    if len(pending) > self.concurrency:
+            try:
+                for number, offset, length, checksum in hashed_parts(path, size, self.part_size_for(size), digest):
+                    pending.add(pool.submit(self._send_part, path, key, upload_id, number, offset, length, checksum))
+                    if len(pending) >= self.concurrency:
                         sent += self._collect(pending, parts, concurrent.futures.FIRST_COMPLETED, progress, sent)
-                    if length < part_size:
-                        break
-            if read != size:
+            except SourceChanged as exc:
                 raise OffsiteError('%s changed while it was being uploaded (%d bytes expected, %s read): nothing was '
-                                   'stored; run again' % (path, size, read if read < size else 'more'),
-                                   code='offsite_source_changed')
+                                   'stored; run again' % (path, size, exc.read if exc.read is not None else 'more'),
+                                   code='offsite_source_changed') from None
             self._collect(pending, parts, concurrent.futures.ALL_COMPLETED, progress, sent)
         finally:
             for future in pending:
@@ -359,13 +349,14 @@ class S3Target(OffsiteTarget):
         parts.sort(key=lambda part: part['PartNumber'])
         return parts, digest.hexdigest()
 
-    def _send_part(self, key, upload_id, number, data):
-        """UploadPart with the part's SHA-256 (computed here, in a pool thread); returns its entry for Complete."""
-        checksum = _b64_sha256(data)
-        response = self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,
-            ChecksumAlgorithm='SHA256', ChecksumSHA256=checksum)
-        return {'PartNumber': number, 'ETag': response['ETag'], 'ChecksumSHA256': checksum}, len(data)
+    def _send_part(self, path, key, upload_id, number, offset, length, checksum):
+        """UploadPart of the bytes ``[offset, offset + length)`` of ``path``, read as they are sent, with their SHA-256
+        (``checksum``, computed when the part was first read); returns its entry for Complete and its length."""
+        with FilePart(path, offset, length) as body:
+            response = self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body, ContentLength=length,
+                ChecksumAlgorithm='SHA256', ChecksumSHA256=checksum)
+        return {'PartNumber': number, 'ETag': response['ETag'], 'ChecksumSHA256': checksum}, length
 
     @staticmethod
     def _collect(pending, parts, return_when, progress, sent):

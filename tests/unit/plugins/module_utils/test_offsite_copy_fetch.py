@@ -960,3 +960,15 @@ def test_fetch_newest_needs_an_existing_staging_dir(tmp_path):
         fetch_newest(target, str(tmp_path / 'missing'))
     assert 'staging_dir' in str(caught.value)
     assert target.downloads == []
+
+
+def test_download_artifact_uses_a_verified_copy_an_earlier_run_kept(tmp_path):
+    """A restore that failed keeps its staging copy; the rerun uses it instead of refusing or downloading again."""
+    target = MemoryTarget()
+    name = target.add_backup('2026-11-21 02:00')
+    where = staging(tmp_path)
+    first = download_artifact(target, entry_of(target, name), where)
+    downloads = list(target.downloads)
+    again = download_artifact(target, entry_of(target, name), where)
+    assert again == first and target.downloads == downloads
+    assert sorted(os.listdir(where)) == [name, manifest_name(name)]

@@ -5,6 +5,7 @@
 #   bash bench/run.sh restore                  # restore benchmark at 1x (reuses a kept 1x stack)
 #   bash bench/run.sh restore --repeat 3       # median of three runs of every procedure
 #   bash bench/run.sh pipe                     # the restore's pass-through alone, 64 KiB vs 1 MiB pipes (no database)
+#   bash bench/run.sh offsite --scales 1,4     # offsite_copy to S3 (moto) against boto3 upload_file, medians of 3 (no Docker)
 #   bash bench/run.sh backup|restore --help    # options
 #   bash bench/run.sh clean                    # remove every bench stack, its volume, and the work directory
 set -euo pipefail
@@ -20,6 +21,7 @@ case "${1:-}" in
     backup) shift ;;
     restore) bench=restore_bench.py; shift ;;
     pipe) bench=pipe_bench.py; shift ;;
+    offsite) bench=offsite_bench.py; shift ;;
     clean) shift; exec python "$FLEET_DR_ROOT/bench/benchlib.py" clean "$@" ;;
 esac
 exec python "$FLEET_DR_ROOT/bench/$bench" "$@"

@@ -191,11 +191,19 @@ def test_offsite_copy_is_idempotent_and_never_overwrites(production, copied, mot
 
 
 def test_backup_set_stats_and_summary_say_where_each_copy_went(production, moto):
-    proc = production.playbook(BACKUP_PLAYBOOK)
+    env = dict(production.ansible.env(production.stack.env), ANSIBLE_SHOW_CUSTOM_STATS='1')
+    proc = run([production.ansible.playbook, '-i', production.inventory, BACKUP_PLAYBOOK], cwd=production.workdir, env=env,
+               timeout=COMMAND_TIMEOUT)
     assert proc.returncode == 0, output(proc)[-4000:]
     text = output(proc)
-    assert 'read back and verified' in text
-    assert 's3://%s/%s' % (BUCKET, PREFIX) in text and 'ssh://root@127.0.0.1:' in text
+    summary = [line for line in text.splitlines() if '"msg": "backup of telemetry_db written to' in line]
+    assert len(summary) == 1, text[-4000:]
+    # One line: the backup, each copy and where it went, verified, then the local retention.
+    assert summary[0].count('read back and verified') == 2 and summary[0].rstrip().endswith('"'), summary[0]
+    assert 's3://%s/%s' % (BUCKET, PREFIX) in summary[0] and 'ssh://root@127.0.0.1:' in summary[0]
+    assert '; retention %s: kept ' % production.backup_dir in summary[0] and not summary[0].rstrip().endswith('\\""')
+    stats = text[text.index('CUSTOM STATS'):]
+    assert 'fleet_dr_backup_offsite' in stats and stats.count('"verified": true') == 2, stats[:3000]
 
 
 # --------------------------------------------------------------------------------------------

@@ -61,6 +61,17 @@ options:
         description: Days of Object Lock retention after the backup's snapshot time (with O(target.object_lock_mode)).
         type: int
         default: 0
+      object_lock_weekly_days:
+        description:
+          - Days of Object Lock retention, after the snapshot time, of a backup that retention keeps as the newest of its ISO
+            week (M(fleet_telemetry.dr.backup_retention) extends its lock; a lock is never shortened). V(0) leaves it at
+            O(target.object_lock_days).
+        type: int
+        default: 0
+      object_lock_monthly_days:
+        description: The same for a backup kept as the newest of its month.
+        type: int
+        default: 0
       part_size_mb:
         description: The part size of S3 multipart uploads, in MiB; memory is about this times (O(target.concurrency) + 1).
         type: int

@@ -22,6 +22,7 @@ on Python 3.8.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 
@@ -169,6 +170,28 @@ def target_remover(target):
         target.delete(name)
         return [manifest_name(name), name]
     return remove
+
+
+def lock_extensions(plan, days_by_kind):
+    """``[(name, until)]``: the kept backups whose retention class (weekly, monthly, as their reasons say) asks for a longer
+    Object Lock (``days_by_kind``: ``{'weekly': days, 'monthly': days}``, 0 for none) than the copy got."""
+    wanted = []
+    for entry in plan.get('keep', []):
+        kinds = set(reason.split(':', 1)[0] for reason in entry['reasons'])
+        days = max([days_by_kind.get(kind) or 0 for kind in kinds] + [0])
+        if days and entry.get('started_at'):
+            wanted.append((entry['name'], parse_timestamp(entry['started_at']) + datetime.timedelta(days=days)))
+    return wanted
+
+
+def extend_locks(target, mode, wanted):
+    """Extend the Object Lock of each ``(name, until)`` of ``wanted``, its manifest first; return the names extended."""
+    extended = []
+    for name, until in wanted:
+        changed = target.extend_lock(manifest_name(name), mode, until)
+        if target.extend_lock(name, mode, until) or changed:
+            extended.append({'name': name, 'locked_until': until.strftime('%Y-%m-%dT%H:%M:%SZ')})
+    return extended
 
 
 def apply_plan(plan, remove):

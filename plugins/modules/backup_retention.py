@@ -23,6 +23,9 @@ description:
   - A backup under S3 Object Lock (a retain-until date in the future, or a legal hold) is reported in RV(locked) and not
     deleted, nor tried.
   - Each deletion removes the manifest first, then the artifact.
+  - At an S3 target with O(target.object_lock_mode), a backup kept as the newest of its ISO week or month gets the longer
+    Object Lock of its class (O(target.object_lock_weekly_days), O(target.object_lock_monthly_days)) after its snapshot
+    time, on the artifact and its manifest; a lock is only ever extended (RV(lock_extended)).
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
 extends_documentation_fragment:
@@ -123,6 +126,13 @@ locked:
   returned: success
   type: list
   elements: dict
+lock_extended:
+  description:
+    - The backups whose Object Lock was extended to their retention class's (or, in check mode, would be), each with
+      C(name) and the new C(locked_until).
+  returned: success
+  type: list
+  elements: dict
 errors:
   description: Deletions that failed, each with C(name) and C(msg) (the task fails when there is one).
   returned: always
@@ -149,7 +159,9 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._retention import plan_retention, plan_safety_dumps, retention_diff
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._retention_apply import (
     apply_plan,
+    extend_locks,
     local_backups,
+    lock_extensions,
     local_remover,
     target_backups,
     target_remover,
@@ -159,18 +171,18 @@ COUNTS = ('daily', 'weekly', 'monthly')
 
 
 def place(module, params):
-    """``(where, backups, remove)`` of the place to prune: the local directory or the target."""
+    """``(where, backups, remove, target)`` of the place to prune: the local directory (target None) or the target."""
     if params['backup_dir'] is not None:
         directory = params['backup_dir']
         if not os.path.isdir(directory) and not params['missing_ok']:
             raise FleetDrError('backup_dir %s is not a directory: point it at the directory of the backups' % directory,
                                code='bad_option')
-        return directory, local_backups(directory, params['database'], params['prefix']), local_remover(directory)
+        return directory, local_backups(directory, params['database'], params['prefix']), local_remover(directory), None
     target = make_target(module, params['target'])
     backups = target_backups(target, params['database'], now=utc_now())
     if params['prefix']:
         backups = [backup for backup in backups if backup['name'].startswith(params['prefix'])]
-    return target.label, backups, target_remover(target)
+    return target.label, backups, target_remover(target), target
 
 
 def plan(params, backups, where):
@@ -181,6 +193,17 @@ def plan(params, backups, where):
     own = (params['target'] or {}).get('retention') or {}
     counts = dict((kind, own[kind] if own.get(kind) is not None else params[kind]) for kind in COUNTS)
     return plan_retention(backups, now, protect=params['protect'], where=where, **counts)
+
+
+def lock_work(target, options, planned, check_mode):
+    """The keepers whose Object Lock retention class (weekly, monthly) asks for a longer lock, extended (or, in check mode,
+    listed)."""
+    if target is None or target.kind != 's3' or not options.get('object_lock_mode'):
+        return []
+    wanted = lock_extensions(planned, {'weekly': options['object_lock_weekly_days'], 'monthly': options['object_lock_monthly_days']})
+    if check_mode:
+        return [{'name': name, 'locked_until': until.strftime('%Y-%m-%dT%H:%M:%SZ')} for name, until in wanted]
+    return extend_locks(target, options['object_lock_mode'], wanted)
 
 
 def summary(where, planned, done, check_mode):
@@ -203,14 +226,15 @@ def main():
     params = module.params
     where = params['backup_dir'] or None
     try:
-        where, backups, remove = place(module, params)
+        where, backups, remove, target = place(module, params)
         planned = plan(params, backups, where)
         done = {'deleted': [], 'locked': planned['locked'], 'errors': []} if module.check_mode else apply_plan(planned, remove)
+        extended = lock_work(target, params['target'] or {}, planned, module.check_mode)
     except FleetDrError as exc:
         fail_with(module, exc, where=where, errors=[])
-    result = dict(changed=bool(planned['delete'] if module.check_mode else done['deleted']), where=where, keep=planned['keep'],
-                  delete=planned['delete'] if module.check_mode else done['deleted'], locked=done['locked'],
-                  errors=done['errors'], msg=summary(where, planned, done, module.check_mode))
+    deleted = planned['delete'] if module.check_mode else done['deleted']
+    result = dict(changed=bool(deleted or extended), where=where, keep=planned['keep'], delete=deleted, locked=done['locked'],
+                  lock_extended=extended, errors=done['errors'], msg=summary(where, planned, done, module.check_mode))
     if module._diff:
         result['diff'] = retention_diff(planned, where)
     if done['errors']:

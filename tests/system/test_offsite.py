@@ -223,13 +223,32 @@ def test_restore_from_s3(production, copied, moto):
     assert os.listdir(staging) == [], 'the staging copy was not removed'
 
 
-def test_drill_from_the_backup_server_by_default(production, copied):
-    """With targets configured the drill proves the first target's copy unless told otherwise; here the backup server."""
-    proc = production.playbook(DRILL_PLAYBOOK, '-e', 'dr_drill_source=backup-server')
+def test_check_mode_restore_from_s3_proves_the_offsite_copy_and_leaves_nothing(production, copied):
+    before = production.state()
+    container = production.stack.container
+    proc = production.restore('--check', '-e', 'restore_source=offsite-s3', '-e', 'restore_confirm=true')
     assert proc.returncode == 0, output(proc)[-6000:]
+    text = output(proc)
+    assert 'check mode: would restore' in text and 'Key preflight' in text
+    assert production.state() == before and production.refresh() == container
+    assert os.listdir(os.path.join(production.backup_dir, 'staging')) == []
+
+
+def newest_drill_report(production):
     drills = sorted(glob.glob(os.path.join(production.backup_dir, 'drill-reports', 'drill_*.json')), key=os.path.getmtime)
     with open(drills[-1]) as handle:
-        report = json.load(handle)
+        return json.load(handle)
+
+
+def test_drill_proves_the_first_target_by_default_or_the_one_named(production, copied):
+    """With targets configured the drill proves the first target's copy (here S3) unless told otherwise."""
+    proc = production.playbook(DRILL_PLAYBOOK)
+    assert proc.returncode == 0, output(proc)[-6000:]
+    report = newest_drill_report(production)
+    assert report['status'] == 'passed' and report['source']['location'].startswith('s3://%s/%s' % (BUCKET, PREFIX))
+    proc = production.playbook(DRILL_PLAYBOOK, '-e', 'dr_drill_source=backup-server')
+    assert proc.returncode == 0, output(proc)[-6000:]
+    report = newest_drill_report(production)
     assert report['status'] == 'passed' and report['source']['location'].startswith('ssh://root@127.0.0.1:')
     assert os.listdir(os.path.join(production.backup_dir, 'staging')) == []
 
@@ -507,6 +526,16 @@ def test_retention_never_deletes_when_this_runs_backup_is_not_verified_nor_the_o
     assert len(os.listdir(local)) == 2 * (len(names) + 1)
 
 
+def test_a_failed_backup_prunes_nothing(production, copied):
+    """backup.yml whose backup fails (a database that does not exist) never reaches retention: every local backup stays."""
+    before = sorted(os.listdir(production.backup_dir))
+    assert [name for name in before if name.endswith('.manifest.json')], before
+    proc = production.playbook(BACKUP_PLAYBOOK, '-e', 'fleet_dr_db_name=no_such_database')
+    assert proc.returncode != 0 and 'no_such_database' in output(proc), output(proc)[-3000:]
+    assert 'Retention - prune' not in output(proc)
+    assert sorted(os.listdir(production.backup_dir)) == before
+
+
 def test_object_lock_is_reported_never_fought(production, moto, tmp_path):
     local = str(tmp_path / 'locked')
     os.makedirs(local)
@@ -521,6 +550,16 @@ def test_object_lock_is_reported_never_fought(production, moto, tmp_path):
     assert rc == 0, text[-3000:]
     assert sorted(entry['name'] for entry in result['locked']) == sorted(names[:2]) and result['delete'] == []
     assert len(s3_keys(moto, bucket=LOCKED_BUCKET, prefix='locked/')) == 6
+    # A weekly keeper gets the longer lock of its class, on the artifact and its manifest.
+    weekly = dict(target, object_lock_weekly_days=60)
+    rc, result, text = adhoc(production, 'backup_retention', {'target': weekly, 'daily': 0, 'weekly': 1})
+    assert rc == 0 and [entry['name'] for entry in result['lock_extended']] == [names[-1]], text[-3000:]
+    started = datetime.datetime.strptime(names[-1][len('backup_'):-len('.sql.zst')], '%Y-%m-%d_%H-%M-%S')
+    until = started.replace(tzinfo=datetime.timezone.utc) + datetime.timedelta(days=60)
+    for key in ('locked/' + names[-1], 'locked/' + names[-1] + '.manifest.json'):
+        assert moto.client('s3').head_object(Bucket=LOCKED_BUCKET, Key=key)['ObjectLockRetainUntilDate'] == until
+    rc, result, text = adhoc(production, 'backup_retention', {'target': weekly, 'daily': 0, 'weekly': 1})
+    assert rc == 0 and result['lock_extended'] == [] and result['changed'] is False, text[-3000:]
 
 
 # --------------------------------------------------------------------------------------------

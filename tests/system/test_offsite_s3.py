@@ -322,6 +322,19 @@ def test_locked_object_cannot_be_deleted(s3, tmp_path, prefix):
     assert tgt.list_names() == {'dump', 'dump.manifest.json'}
 
 
+def test_a_lock_is_extended_never_shortened(s3, prefix):
+    """Retention extends the lock of a weekly or monthly keeper; a shorter date is a no-op, not a shortening."""
+    tgt = target(s3, bucket=LOCKED, prefix=prefix)
+    first = later(days=1).replace(microsecond=0)
+    tgt.put_bytes('dump', b'dump bytes', lock=('GOVERNANCE', first))
+    longer = later(days=40).replace(microsecond=0)
+    assert tgt.extend_lock('dump', 'GOVERNANCE', longer) is True
+    assert s3.head_object(Bucket=LOCKED, Key=prefix + '/dump')['ObjectLockRetainUntilDate'] == longer
+    assert tgt.extend_lock('dump', 'GOVERNANCE', first) is False
+    assert tgt.stat('dump')['locked_until'] == longer
+    assert tgt.extend_lock('missing', 'GOVERNANCE', longer) is False
+
+
 def test_what_goes_on_the_wire(moto, s3, tmp_path, prefix):
     """moto ignores Object Lock on CreateMultipartUpload and checks no checksum: check the requests themselves."""
     client = moto.client('s3')

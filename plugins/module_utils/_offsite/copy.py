@@ -102,11 +102,14 @@ def _existing(target, name, manifest):
 
 
 def _read_back(target, name, manifest):
+    """Hash the object where it lies (or downloaded); a copy that differs is removed (it is not a backup) and refused."""
     digest, size = target.hash_object(name)
-    if digest != manifest['sha256'] or size != manifest['size']:
-        raise OffsiteMismatchError(
-            'read back from %s, %s hashes to %s (%d bytes), not to the backup\'s %s (%d bytes): the copy is not a backup '
-            '(it was removed, and no manifest was written); copy it again' % (target.label, name, digest, size, manifest['sha256'], manifest['size']))
+    if digest == manifest['sha256'] and size == manifest['size']:
+        return
+    fate = ('it was removed, and no manifest was written; copy it again' if _discard(target, name) else
+            'no manifest was written, and it could not be removed (Object Lock?): delete it once it can be, then copy again')
+    raise OffsiteMismatchError('read back from %s, %s hashes to %s (%d bytes), not to the backup\'s %s (%d bytes): the copy is '
+                               'not a backup; %s' % (target.label, name, digest, size, manifest['sha256'], manifest['size'], fate))
 
 
 def copy_artifact(target, path, lock_mode=None, lock_days=0, check_mode=False, progress=None, clock=time.monotonic):
@@ -138,19 +141,17 @@ def copy_artifact(target, path, lock_mode=None, lock_days=0, check_mode=False, p
                 'the local artifact %s hashes to %s, not to its manifest\'s %s: it changed or was damaged since the backup, '
                 'so it was not copied; take a new backup' % (path, sent, manifest['sha256']))
     started = clock()
-    try:
-        _read_back(target, name, manifest)
-    except OffsiteMismatchError:
-        _discard(target, name)  # not a backup; gone, so that the next run copies it again
-        raise
+    _read_back(target, name, manifest)
     record['verify_seconds'] = round(clock() - started, 3)
     target.put_bytes(manifest_name(name), manifest_data, lock=lock)
     return dict(record, status='copied' if state is None else 'manifest_added', copied=True, verified=True)
 
 
 def _discard(target, name):
-    """Remove an upload that is not a backup; a failure to do so is not worse than what the caller reports."""
+    """Remove an upload that is not a backup (so that the next run copies again); True when it is gone. A failure to remove
+    it is not worse than what the caller reports."""
     try:
         target.delete(name)
     except OffsiteError:
-        pass
+        return False
+    return True

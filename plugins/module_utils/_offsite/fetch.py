@@ -84,12 +84,12 @@ def download_artifact(target, entry, staging_dir):
     anything else under its name is refused (``offsite_staging_taken``).
     """
     name, manifest = entry['name'], entry['manifest']
-    problem = space_problem(staging_dir, manifest['size'])
-    if problem:
-        raise NoSpaceError(problem)
     path = os.path.join(staging_dir, name)
     if _kept_copy(path, manifest):
         return path
+    problem = space_problem(staging_dir, manifest['size'])
+    if problem:
+        raise NoSpaceError(problem)
     if os.path.lexists(path) or os.path.lexists(manifest_path(path)):
         raise OffsiteError('the staging directory already holds %s: remove it (it is a copy from an earlier run), then run '
                            'again' % path, code='offsite_staging_taken')

@@ -29,6 +29,8 @@ def target_argument_spec(required=True):
         kms_key_id=dict(type='str', no_log=False),
         object_lock_mode=dict(type='str', choices=list(LOCK_MODES)),
         object_lock_days=dict(type='int', default=0),
+        object_lock_weekly_days=dict(type='int', default=0),
+        object_lock_monthly_days=dict(type='int', default=0),
         part_size_mb=dict(type='int', default=8),
         concurrency=dict(type='int', default=6),
         host=dict(type='str'),

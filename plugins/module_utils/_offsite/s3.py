@@ -308,6 +308,18 @@ class S3Target(OffsiteTarget):
             raise OffsiteError('%s; the upload was undone, as the object could not be put under Object Lock' % err,
                                code=err.code, **err.extra) from exc
 
+    def extend_lock(self, name, mode, until):
+        """Extend the Object Lock retention of ``name`` to ``until`` (never shorten it); return True when it was extended."""
+        status = self.stat(name)
+        if status is None or (status['locked_until'] is not None and status['locked_until'] >= until):
+            return False
+        try:
+            self.client.put_object_retention(Bucket=self.bucket, Key=self.key(name),
+                                             Retention={'Mode': mode, 'RetainUntilDate': until})
+        except Exception as exc:
+            raise classify(exc, 'S3 Object Lock retention', self.location(name)) from exc
+        return True
+
     def _refuse_existing(self, name):
         """Fail fast, before sending anything, when the name is taken (a 403 here is left to the upload to report)."""
         try:

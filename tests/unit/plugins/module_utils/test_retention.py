@@ -548,3 +548,39 @@ def test_apply_plan_collects_os_errors_and_goes_on():
 def test_plan_retention_needs_now():
     with pytest.raises(ValueError, match='current time'):
         rt.plan_retention([B('2026-11-21 02:00')], None)
+
+
+def test_lock_extensions_follow_the_retention_class_of_each_keeper():
+    plan = {'keep': [
+        {'name': 'a', 'started_at': '2026-11-30T02:00:00Z',
+         'reasons': ['newest: the newest verified backup', 'daily: newest of day 2026-11-30', 'weekly: newest of week 2026-W49']},
+        {'name': 'b', 'started_at': '2026-11-01T02:00:00Z', 'reasons': ['monthly: newest of month 2026-11']},
+        {'name': 'c', 'started_at': '2026-11-29T02:00:00Z', 'reasons': ['daily: newest of day 2026-11-29']},
+        {'name': 'd', 'started_at': None, 'reasons': ['undated: the policy cannot date it']},
+    ]}
+    wanted = dict(ra.lock_extensions(plan, {'weekly': 35, 'monthly': 400}))
+    assert wanted == {'a': T('2027-01-04 02:00'), 'b': T('2027-12-06 02:00')}
+    assert ra.lock_extensions(plan, {'weekly': 0, 'monthly': 0}) == []
+
+
+class LockingTarget(object):
+    """A target that records Object Lock extensions; ``locked`` holds the current retain-until of each name."""
+
+    def __init__(self, locked):
+        self.locked = dict(locked)
+        self.calls = []
+
+    def extend_lock(self, name, mode, until):
+        self.calls.append((name, mode, until))
+        if self.locked.get(name) is not None and self.locked[name] >= until:
+            return False
+        self.locked[name] = until
+        return True
+
+
+def test_extend_locks_extends_manifest_first_and_never_shortens():
+    target = LockingTarget({'a': T('2027-06-01 00:00'), 'a.manifest.json': T('2027-06-01 00:00'), 'b': None})
+    extended = ra.extend_locks(target, 'GOVERNANCE', [('a', T('2027-01-04 02:00')), ('b', T('2027-12-06 02:00'))])
+    assert extended == [{'name': 'b', 'locked_until': '2027-12-06T02:00:00Z'}]
+    assert [call[0] for call in target.calls] == ['a.manifest.json', 'a', 'b.manifest.json', 'b']
+    assert target.locked['a'] == T('2027-06-01 00:00')

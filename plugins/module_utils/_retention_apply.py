@@ -16,20 +16,25 @@ without a manifest (a leftover), never a manifest that promises a backup which i
 manifest's. Checksumming every old backup each night would take too long; the newest backup was fully verified (checksum
 and table of contents) by the backup run that made it, and retention protects it by name.
 
-It imports from the collection only the artifact modules, ``_offsite.target`` and ``_retention``, and must keep compiling
+It imports from the collection only the artifact modules, ``_offsite.target``, ``_offsite.fetch`` (``manifest_at``) and ``_retention``, and must keep compiling
 on Python 3.8.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import ArtifactError, parse_artifact_name, parse_timestamp, utc_now
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import (
+    ArtifactError,
+    format_timestamp,
+    parse_artifact_name,
+    parse_timestamp,
+    utc_now,
+)
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._digest import _directory_files
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._manifest import MANIFEST_MAX_SIZE, validate_manifest
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.fetch import manifest_at
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.target import (
     OffsiteError,
     OffsiteLockedError,
@@ -96,21 +101,6 @@ def local_backups(backup_dir, database=None, prefix=None):
     return backups
 
 
-def _target_manifest(target, name):
-    """Return ``(manifest or None, problem or None)`` of the artifact ``name`` at ``target``."""
-    try:
-        data = target.get_bytes(manifest_name(name), MANIFEST_MAX_SIZE)
-        manifest = json.loads(data.decode('utf-8'))
-    except OffsiteError as exc:
-        return None, 'the manifest is unreadable: %s' % exc
-    except (UnicodeDecodeError, ValueError) as exc:
-        return None, 'the manifest is not valid JSON (%s)' % exc
-    problems = validate_manifest(manifest)
-    if problems:
-        return None, 'the manifest is invalid: %s' % problems[0]
-    return manifest, None
-
-
 def _is_locked(stat, now):
     """Whether Object Lock forbids deleting an object of that ``stat`` at ``now``."""
     locked_until = stat.get('locked_until')
@@ -119,7 +109,7 @@ def _is_locked(stat, now):
 
 def _target_backup(target, name, now, database):
     """One complete artifact at ``target`` in ``plan_retention``'s input shape, None when of another ``database``."""
-    manifest, problem = _target_manifest(target, name)
+    manifest, problem = manifest_at(target, name)
     if manifest is None:
         return _entry(name, None, problem)
     if database is not None and manifest['database'] != database:
@@ -190,7 +180,7 @@ def extend_locks(target, mode, wanted):
     for name, until in wanted:
         changed = target.extend_lock(manifest_name(name), mode, until)
         if target.extend_lock(name, mode, until) or changed:
-            extended.append({'name': name, 'locked_until': until.strftime('%Y-%m-%dT%H:%M:%SZ')})
+            extended.append({'name': name, 'locked_until': format_timestamp(until)})
     return extended
 
 

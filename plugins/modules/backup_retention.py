@@ -152,7 +152,7 @@ import os
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import utc_now
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, utc_now
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.params import make_target, target_argument_spec
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
@@ -202,7 +202,7 @@ def lock_work(target, options, planned, check_mode):
         return []
     wanted = lock_extensions(planned, {'weekly': options['object_lock_weekly_days'], 'monthly': options['object_lock_monthly_days']})
     if check_mode:
-        return [{'name': name, 'locked_until': until.strftime('%Y-%m-%dT%H:%M:%SZ')} for name, until in wanted]
+        return [{'name': name, 'locked_until': format_timestamp(until)} for name, until in wanted]
     return extend_locks(target, options['object_lock_mode'], wanted)
 
 

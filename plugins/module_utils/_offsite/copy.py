@@ -34,7 +34,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.target
     OffsiteMismatchError,
     manifest_name,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import parse_timestamp
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import format_timestamp, parse_timestamp
 
 
 def local_artifact(path):
@@ -125,7 +125,7 @@ def copy_artifact(target, path, lock_mode=None, lock_days=0, check_mode=False, p
               'locked_until': None, 'upload_seconds': 0.0, 'verify_seconds': 0.0}
     lock = lock_for(manifest, lock_mode, lock_days)
     if lock:
-        record['locked_until'] = lock[1].strftime('%Y-%m-%dT%H:%M:%SZ')
+        record['locked_until'] = format_timestamp(lock[1])
     state = _existing(target, name, manifest)
     if state == 'complete':
         return dict(record, status='present', verified=True)

@@ -33,6 +33,21 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.target
 )
 
 
+def manifest_at(target, name):
+    """Return ``(manifest or None, problem or None)`` of the artifact ``name`` at ``target``."""
+    try:
+        data = target.get_bytes(manifest_name(name), MANIFEST_MAX_SIZE)
+        manifest = json.loads(data.decode('utf-8'))
+    except OffsiteError as exc:
+        return None, 'the manifest is unreadable: %s' % exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, 'the manifest is not valid JSON (%s)' % exc
+    problems = validate_manifest(manifest)
+    if problems:
+        return None, 'the manifest is invalid: %s' % problems[0]
+    return manifest, None
+
+
 def complete_artifacts(target, database=None):
     """The complete artifacts at ``target`` (optionally of ``database``), newest first: ``{name, manifest, started_at}``.
 
@@ -40,11 +55,8 @@ def complete_artifacts(target, database=None):
     """
     entries = []
     for name in artifact_names(target.list_names()):
-        try:
-            manifest = json.loads(target.get_bytes(manifest_name(name), MANIFEST_MAX_SIZE).decode('utf-8'))
-        except (OffsiteError, UnicodeDecodeError, ValueError):
-            continue
-        if validate_manifest(manifest) or manifest.get('file') != name:
+        manifest, problem = manifest_at(target, name)
+        if problem or manifest.get('file') != name:
             continue
         if database is not None and manifest['database'] != database:
             continue

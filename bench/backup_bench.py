@@ -56,8 +56,7 @@ def run_scale(stack, workdir, keep, extra=False):
     project, container = stack.project, stack.container
     results = {}
     loads = []
-    secrets = {'bench_encryption_key': stack.key, 'bench_db_password': stack.password}
-    vars_file = benchlib.secret_vars_file(workdir, 'backup-vars-%d' % stack.scale, secrets)
+    vars_file = stack.vars_file(workdir, 'backup-vars-%d' % stack.scale)
     try:
         stack.ensure_seeded()
         db_size = stack.database_size()
@@ -68,8 +67,7 @@ def run_scale(stack, workdir, keep, extra=False):
             benchlib.sync()
 
         benchlib.log('scale %dx: warm-up dump (untimed)' % stack.scale)
-        subprocess.run(['sh', '-c', 'docker exec %s pg_dump -U %s %s > /dev/null' % (container, benchlib.DB_USER, benchlib.DB_NAME)],
-                       check=True)
+        stack.warm_up()
         loads.append(benchlib.load_line())
 
         def timed(name, argv, target=None, **kwargs):
@@ -117,11 +115,8 @@ def run_scale(stack, workdir, keep, extra=False):
 
         variants = [(COLLECTION, '')] + (list(EXTRA_VARIANTS) if extra else [])
         for name, options in variants:
-            run = timed(name, benchlib.ansible_module_argv(
-                'fleet_telemetry.dr.pg_logical_backup',
-                'project_src=%s project_name=%s backup_dir=%s encryption_key={{ bench_encryption_key }} db_password={{ bench_db_password }}%s'
-                % (benchlib.APP, project, out, options),
-                vars_file), env=stack.env)
+            run = timed(name, benchlib.ansible_module_argv(benchlib.MODULE_BACKUP, stack.module_args('backup_dir=%s%s' % (out, options)),
+                                                           vars_file), env=stack.env)
             result = benchlib.module_result(run['stdout'])
             results[name]['size'] = size_of(result['path'])
             results[name]['artifact'] = os.path.basename(result['path'])
@@ -177,13 +172,9 @@ def print_table(scale, measured):
 def print_flatness(all_results):
     scales = sorted(all_results)
     print('\n### Backup memory from %dx to %dx\n' % (scales[0], scales[-1]))
-    rows = []
-    for key, label in (('peak', 'whole tree'), ('peak_module', 'module and its commands')):
-        peaks = [all_results[s]['results'][COLLECTION][key] / MIB for s in scales]
-        ratio = peaks[-1] / peaks[0]
-        rows.append(['collection peak MiB PSS, %s' % label, ', '.join('%.0f at %dx' % (p, s) for p, s in zip(peaks, scales)),
-                     '%.2f' % ratio, benchlib.verdict(ratio <= FLAT_TARGET)])
-    print(benchlib.markdown_table(['measure', 'peaks', '%dx / %dx (flat: <= %.1f)' % (scales[-1], scales[0], FLAT_TARGET), ''], rows))
+    series = [('collection peak MiB PSS, %s' % label, dict((s, all_results[s]['results'][COLLECTION][key]) for s in scales))
+              for key, label in (('peak', 'whole tree'), ('peak_module', 'module and its commands'))]
+    print(benchlib.flatness_table(series, FLAT_TARGET))
 
 
 def main():

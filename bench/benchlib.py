@@ -16,6 +16,7 @@ workers, docker / docker-compose clients, psql, zstd; processes inside the conta
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ READY_TIMEOUT = 300
 MIB = 2 ** 20
 # The process of an Ansible module run on the controller (AnsiballZ wrapper, which runs the module in-process).
 MODULE_MARKER = 'AnsiballZ_'
+MODULE_BACKUP = 'fleet_telemetry.dr.pg_logical_backup'
+MODULE_RESTORE = 'fleet_telemetry.dr.pg_restore_verify'
 DEFAULT_WORKDIR = '/var/tmp/fleet-dr-bench'
 # Database MB per unit of scale; a smaller value (environment FLEET_DR_BENCH_MB) makes a quick smoke run of
 # the bench code, with its own --workdir and scale so it never meets the stacks of a real run.
@@ -259,6 +262,18 @@ class Stack(object):
         """Remove the project's containers, network and volume (also when they are half created)."""
         self.compose('down', '-v', '--remove-orphans', check=False)
 
+    def recreate(self):
+        """The runbook's first restore steps, from which every measured restore starts: ``down -v``, ``up -d db``, wait
+        until the server accepts connections. Returns ``(seconds, [peak PSS of each compose run])``."""
+        started = time.monotonic()
+        peaks = [measure(self.compose_argv(*args), env=self.env, cwd=APP)['peak'] for args in (('down', '-v'), ('up', '-d', 'db'))]
+        self.wait_ready()
+        return time.monotonic() - started, peaks
+
+    def warm_up(self):
+        """An untimed dump to /dev/null, so that every measured backup finds the same warm cache."""
+        subprocess.run(['sh', '-c', 'docker exec %s pg_dump -U %s %s > /dev/null' % (self.container, DB_USER, DB_NAME)], check=True)
+
     def counts(self):
         """Exact row counts of every user table."""
         tables = self.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1").split()
@@ -266,6 +281,11 @@ class Stack(object):
             return {}
         query = ' UNION ALL '.join("SELECT '%s', count(*) FROM public.%s" % (t, t) for t in tables)
         return dict((name, int(n)) for name, n in (line.split('|') for line in self.psql(query).splitlines()))
+
+    def count_differences(self, reference):
+        """``{table: (rows now, rows in reference)}`` of every table of ``reference`` whose exact count differs now."""
+        counts = self.counts()
+        return dict((t, (counts.get(t), n)) for t, n in reference.items() if counts.get(t) != n)
 
     def seeded_counts(self):
         if os.path.exists(self.seeded_file):
@@ -301,6 +321,19 @@ class Stack(object):
     def database_size(self):
         return int(self.psql('SELECT pg_database_size(current_database())'))
 
+    def vars_file(self, workdir, name, extra=None):
+        """A secret vars file (see secret_vars_file) with the stack's key and password, for module_args, and ``extra``."""
+        values = {'bench_encryption_key': self.key, 'bench_db_password': self.password}
+        values.update(extra or {})
+        return secret_vars_file(workdir, name, values)
+
+    def module_args(self, args):
+        """A collection module's arguments for this stack: its compose project, ``encryption_key`` and ``db_password`` (from
+        vars_file, as the roles give fleet_dr_encryption_key and fleet_dr_db_password, so that dump_client and
+        restore_client ``auto`` can use the host's tools), then ``args``."""
+        return 'project_src=%s project_name=%s encryption_key={{ bench_encryption_key }} db_password={{ bench_db_password }} %s' % (
+            APP, self.project, args)
+
 
 def all_bench_projects():
     """Compose projects of bench stacks that exist now (containers or volumes)."""
@@ -335,6 +368,32 @@ def module_result(stdout):
     return json.loads(stdout.split('=>', 1)[1])
 
 
+class StackWork(object):
+    """A benchmark's work on one stack: the directory ``<workdir>/<name>-<scale>`` (its artifacts) and a secret vars file
+    (Stack.vars_file, with ``extra_vars``) for the collection's modules; close() removes both."""
+
+    def __init__(self, stack, workdir, name, extra_vars=None):
+        self.stack = stack
+        self.out = os.path.join(workdir, '%s-%d' % (name, stack.scale))
+        self.vars_file = stack.vars_file(workdir, '%s-vars-%d' % (name, stack.scale), extra_vars)
+
+    def close(self):
+        shutil.rmtree(self.out, ignore_errors=True)
+        if os.path.exists(self.vars_file):
+            os.unlink(self.vars_file)
+
+    def finish(self, keep, complete):
+        """close(), and remove the stack unless it is to be kept and ``complete``: a kept stack must end holding the seeded
+        rows, or the next run would measure other data."""
+        self.close()
+        if not keep or not complete:
+            self.stack.down()
+
+    def ansible(self, module, args):
+        """Measure ``ansible -m <module>`` on the stack: Stack.module_args, then ``args`` (which may template the vars file's names)."""
+        return measure(ansible_module_argv(module, self.stack.module_args(args), self.vars_file), env=self.stack.env)
+
+
 # ----------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------
@@ -347,6 +406,31 @@ def markdown_table(header, rows):
 
 def verdict(ok):
     return 'met' if ok else 'MISSED'
+
+
+def median_run(runs):
+    """The run with the median wall time (of an odd count; the lower middle of an even one)."""
+    ordered = sorted(runs, key=lambda r: r['wall'])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def describe_rows(reference, wrong):
+    """The row check of a restore, ``wrong`` as Stack.count_differences returns it."""
+    if not wrong:
+        return 'all %d tables exact' % len(reference)
+    return 'WRONG: ' + ', '.join('%s %s/%d' % (t, got, want) for t, (got, want) in sorted(wrong.items()))
+
+
+def flatness_table(series, target):
+    """Markdown table of peak memory across scales: ``series`` is ``[(label, {scale: peak bytes}), ...]``; a row is flat
+    when the peak at the largest scale is at most ``target`` times the one at the smallest."""
+    rows, scales = [], []
+    for label, peaks in series:
+        scales = sorted(peaks)
+        mib = [peaks[s] / MIB for s in scales]
+        ratio = mib[-1] / mib[0]
+        rows.append([label, ', '.join('%.0f at %dx' % (p, s) for p, s in zip(mib, scales)), '%.2f' % ratio, verdict(ratio <= target)])
+    return markdown_table(['measure', 'peaks', '%dx / %dx (flat: <= %.1f)' % (scales[-1], scales[0], target), ''], rows)
 
 
 def clean(workdir, scales=None):

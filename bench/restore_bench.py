@@ -37,11 +37,9 @@ import sys
 import time
 
 import benchlib
-from benchlib import MIB, measure
+from benchlib import MIB, MODULE_BACKUP, MODULE_RESTORE, measure
 
 TARGET = 0.8
-MODULE_BACKUP = 'fleet_telemetry.dr.pg_logical_backup'
-MODULE_RESTORE = 'fleet_telemetry.dr.pg_restore_verify'
 PROCEDURES = ('runbook', 'runbook-empty', 'pg_restore', 'collection', 'collection-container', 'collection-custom', 'collection-directory')
 DEFAULT_PROCEDURES = 'runbook,runbook-empty,pg_restore,collection,collection-custom'
 LABELS = {
@@ -64,25 +62,11 @@ SAME_ARTIFACT = {'collection-container': ('collection', ' restore_client=contain
 BASELINE = 'runbook-empty'
 
 
-class Bench(object):
+class Bench(benchlib.StackWork):
     def __init__(self, stack, workdir):
-        self.stack = stack
-        self.out = os.path.join(workdir, 'restore-%d' % stack.scale)
-        self.vars_file = benchlib.secret_vars_file(workdir, 'restore-vars-%d' % stack.scale,
-                                                   {'bench_encryption_key': stack.key, 'bench_db_password': stack.password})
+        super(Bench, self).__init__(stack, workdir, 'restore')
         self.artifacts = {}
         self.reference = None
-
-    def close(self):
-        shutil.rmtree(self.out, ignore_errors=True)
-        if os.path.exists(self.vars_file):
-            os.unlink(self.vars_file)
-
-    def _ansible(self, module, args):
-        # The password is given as the roles give fleet_dr_db_password, so restore_client=auto can use the host's tools.
-        conn = 'project_src=%s project_name=%s encryption_key={{ bench_encryption_key }} db_password={{ bench_db_password }}' % (
-            benchlib.APP, self.stack.project)
-        return measure(benchlib.ansible_module_argv(module, '%s %s' % (conn, args), self.vars_file), env=self.stack.env)
 
     def make_artifacts(self, procedures):
         """Untimed: every artifact the procedures restore, from the same data."""
@@ -109,7 +93,7 @@ class Bench(object):
             benchlib.log('artifact: %s backup%s' % (MODULE_BACKUP, options or ' (defaults)'))
             backup_dir = os.path.join(self.out, name)
             os.makedirs(backup_dir)
-            result = benchlib.module_result(self._ansible(MODULE_BACKUP, 'backup_dir=%s%s' % (backup_dir, options))['stdout'])
+            result = benchlib.module_result(self.ansible(MODULE_BACKUP, 'backup_dir=%s%s' % (backup_dir, options))['stdout'])
             self.artifacts[name] = result['path']
         for name, (source, dummy) in SAME_ARTIFACT.items():
             if name in procedures:
@@ -119,15 +103,6 @@ class Bench(object):
         benchlib.sync()
         return dict((name, (path, benchlib.size_of(path))) for name, path in self.artifacts.items())
 
-    def recreate(self, phases, peaks):
-        """The runbook's first steps: down -v, up -d db, wait until ready (timed as one phase)."""
-        stack = self.stack
-        started = time.monotonic()
-        for args in (('down', '-v'), ('up', '-d', 'db')):
-            peaks.append(measure(stack.compose_argv(*args), env=stack.env, cwd=benchlib.APP)['peak'])
-        stack.wait_ready()
-        phases['recreate'] = time.monotonic() - started
-
     def run(self, name):
         """Time one procedure end to end; return its measurements."""
         stack = self.stack
@@ -135,7 +110,9 @@ class Bench(object):
         phases, peaks, extra = {}, [], {}
         benchlib.log('restore: %s' % name)
         started = time.monotonic()
-        self.recreate(phases, peaks)
+        # The runbook's first steps: down -v, up -d db, wait until ready (timed as one phase).
+        phases['recreate'], compose_peaks = stack.recreate()
+        peaks.extend(compose_peaks)
         t0 = time.monotonic()
         if name in ('runbook', 'runbook-empty'):
             psql = 'docker-compose -p %s exec -T db psql -U challengeuser -d telemetry_db' % stack.project
@@ -152,7 +129,7 @@ class Bench(object):
             subprocess.run(['docker', 'exec', stack.container, 'rm', '-f', '/tmp/bench.dump'], check=False)
             extra['rc'] = run['rc']
         else:
-            run = self._ansible(MODULE_RESTORE, 'artifact=%s%s' % (artifact, SAME_ARTIFACT.get(name, (None, ''))[1]))
+            run = self.ansible(MODULE_RESTORE, 'artifact=%s%s' % (artifact, SAME_ARTIFACT.get(name, (None, ''))[1]))
             result = benchlib.module_result(run['stdout'])
             extra['module'] = result['timings']
             extra['msg'] = result['msg']
@@ -162,8 +139,7 @@ class Bench(object):
         wall = time.monotonic() - started
         breakdown = run['breakdown']
         peak_module = run['peak_subtree']
-        counts = stack.counts()
-        wrong = dict((t, (counts.get(t), n)) for t, n in self.reference.items() if counts.get(t) != n)
+        wrong = stack.count_differences(self.reference)
         return {'wall': wall, 'phases': phases, 'peak': max(peaks), 'peak_module': peak_module, 'breakdown': breakdown, 'wrong': wrong, 'extra': extra}
 
 
@@ -193,26 +169,14 @@ def profile(stack):
     return rows
 
 
-def median_run(runs):
-    """The run with the median wall time (of an odd count; the lower middle of an even one)."""
-    ordered = sorted(runs, key=lambda r: r['wall'])
-    return ordered[(len(ordered) - 1) // 2]
-
-
-def describe_rows(reference, wrong):
-    if not wrong:
-        return 'all %d tables exact' % len(reference)
-    return 'WRONG: ' + ', '.join('%s %s/%d' % (t, got, want) for t, (got, want) in sorted(wrong.items()))
-
-
 def print_report(stack, db_size, artifacts, results, reference, loads, procedures):
     default_label = LABELS['collection'] % os.path.basename(artifacts['collection'][0]).split('.', 1)[1] if 'collection' in artifacts else ''
     print('\n### Restore, scale %dx (database %.2f GB)\n' % (stack.scale, db_size / 1e9))
     print('Load: %s\n' % ' / '.join(loads))
-    base = median_run(results[BASELINE]) if BASELINE in results else None
+    base = benchlib.median_run(results[BASELINE]) if BASELINE in results else None
     rows = []
     for name in procedures:
-        res = median_run(results[name])
+        res = benchlib.median_run(results[name])
         phases = res['phases']
         detail = 'recreate %.1f s' % phases['recreate']
         if 'copy' in phases:
@@ -231,7 +195,7 @@ def print_report(stack, db_size, artifacts, results, reference, loads, procedure
         label = default_label if name == 'collection' else LABELS[name]
         size = artifacts[name][1]
         rows.append([label, '%.1f' % res['wall'], '%.2f' % (res['wall'] / base['wall']) if base else '-', '%.2f' % (size / 1e9),
-                     '%.0f' % (res['peak'] / MIB), describe_rows(reference, res['wrong']), detail])
+                     '%.0f' % (res['peak'] / MIB), benchlib.describe_rows(reference, res['wrong']), detail])
     print(benchlib.markdown_table(['procedure (end to end, from `down -v`)', 'wall s', 'wall / runbook (empty schema)', 'artifact GB',
                                    'peak MiB PSS (host side)', 'rows after restore', 'phases'], rows))
     repeats = len(results[procedures[0]])
@@ -242,14 +206,14 @@ def print_report(stack, db_size, artifacts, results, reference, loads, procedure
         targets = []
         for name in procedures:
             if name.startswith('collection'):
-                ratio = median_run(results[name])['wall'] / base['wall']
-                ok = ratio <= TARGET and not median_run(results[name])['wrong']
+                ratio = benchlib.median_run(results[name])['wall'] / base['wall']
+                ok = ratio <= TARGET and not benchlib.median_run(results[name])['wrong']
                 label = default_label if name == 'collection' else LABELS[name]
                 targets.append(['%s: wall <= %.1fx runbook restore, verification included' % (label, TARGET), '%.2fx' % ratio,
                                 benchlib.verdict(ok)])
         print('\n' + benchlib.markdown_table(['target', 'measured', ''], targets))
     for name in procedures:
-        res = median_run(results[name])
+        res = benchlib.median_run(results[name])
         print('\n%s: peak sample (MiB PSS): %s%s' % (name, benchlib.describe_breakdown(res['breakdown']), '; module and its commands: %.0f' % (
             res['peak_module'] / MIB) if res['peak_module'] else ''))
 
@@ -286,7 +250,6 @@ def main():
             for name in procedures:
                 results[name].append(bench.run(name))
         loads.append(benchlib.load_line())
-        # A kept stack must end with the source's rows, or the next run would measure other data.
         complete = not results[procedures[-1]][-1]['wrong']
         print_report(stack, db_size, artifacts, results, bench.reference, loads, procedures)
         sys.stdout.flush()
@@ -295,9 +258,7 @@ def main():
             print('\n#### Photo reads (profile), load %s\n' % benchlib.load_line())
             print(benchlib.markdown_table(['read', 'wall s', 'GB'], profile(stack)))
     finally:
-        bench.close()
-        if not args.keep or not complete:
-            stack.down()
+        bench.finish(args.keep, complete)
 
 
 if __name__ == '__main__':

@@ -6,7 +6,9 @@
 #   bash bench/run.sh restore --repeat 3       # median of three runs of every procedure
 #   bash bench/run.sh pipe                     # the restore's pass-through alone, 64 KiB vs 1 MiB pipes (no database)
 #   bash bench/run.sh offsite --scales 1,4     # offsite_copy to S3 (moto) against boto3 upload_file, medians of 3 (no Docker)
-#   bash bench/run.sh backup|restore --help    # options
+#   bash bench/run.sh encryption --keep        # backup and restore with encryption=age against clear, 1x, medians of 3
+#   bash bench/run.sh encryption --scales 1,4  # adds 4x for the memory check (--repeat N: runs of each, default 3)
+#   bash bench/run.sh restore --help           # options (likewise backup, pipe, offsite, encryption)
 #   bash bench/run.sh clean                    # remove every bench stack, its volume, and the work directory
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -22,6 +24,7 @@ case "${1:-}" in
     restore) bench=restore_bench.py; shift ;;
     pipe) bench=pipe_bench.py; shift ;;
     offsite) bench=offsite_bench.py; shift ;;
+    encryption) bench=encryption_bench.py; shift ;;
     clean) shift; exec python "$FLEET_DR_ROOT/bench/benchlib.py" clean "$@" ;;
 esac
 exec python "$FLEET_DR_ROOT/bench/$bench" "$@"

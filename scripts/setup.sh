@@ -7,7 +7,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-APT_PACKAGES=(docker.io docker-compose debootstrap postgresql-client zstd python3-venv ca-certificates openssh-server)
+APT_PACKAGES=(docker.io docker-compose debootstrap postgresql-client zstd age python3-venv ca-certificates openssh-server)
 
 missing_packages() {
     local p

@@ -7,8 +7,9 @@
 Internal to fleet_telemetry.dr: not a public API, it may change without notice.
 
 An artifact's name says its prefix, when its dump started (UTC, to the second, ``_2``, ``_3``, ... when the name is
-taken) and its format (``artifact_name``, ``free_artifact_name``, ``parse_artifact_name``); its manifest lies beside
-it (``manifest_path``). Time stamps are aware UTC datetimes, written as ISO 8601 with ``Z`` (``utc_now``,
+taken), its format and whether it is encrypted with age (``.age`` after the format's extension:
+``backup_<stamp>.sql.zst.age``; ``artifact_name``, ``free_artifact_name``, ``parse_artifact_name``); its manifest lies
+beside it (``manifest_path``). Time stamps are aware UTC datetimes, written as ISO 8601 with ``Z`` (``utc_now``,
 ``format_timestamp``, ``parse_timestamp``).
 
 The rest of the artifact code builds on this file; import each name from the file that defines it: ``_digest``
@@ -35,6 +36,8 @@ CUSTOM = 'custom'
 DIRECTORY = 'directory'
 DUMP_FORMATS = (PLAIN, CUSTOM, DIRECTORY)
 COMPRESSIONS = ('none', 'gzip', 'zstd')
+# Appended to the extension of an artifact encrypted with age (``_age``); a directory archive is never encrypted.
+ENCRYPTED_SUFFIX = '.age'
 
 NAME_TIME_FORMAT = '%Y-%m-%d_%H-%M-%S'
 TIMESTAMP_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
@@ -47,7 +50,7 @@ _EXTENSIONS = {
 _FORMAT_EXTENSIONS = {CUSTOM: '.dump', DIRECTORY: '.dir'}
 _NAME_RE = re.compile(
     r'\A(?P<prefix>[^/]+?)_(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<seq>[2-9]|[1-9][0-9]+))?'
-    r'(?P<ext>\.sql|\.sql\.gz|\.sql\.zst|\.dump|\.dir)\Z')
+    r'(?P<ext>\.sql|\.sql\.gz|\.sql\.zst|\.dump|\.dir)(?P<age>\.age)?\Z')
 _EXTENSION_FORMATS = {
     '.sql': (PLAIN, 'none'),
     '.sql.gz': (PLAIN, 'gzip'),
@@ -101,37 +104,42 @@ def _check_choice(value, choices, what):
         raise ValueError('%s %r is not supported; choose one of %s' % (what, value, ', '.join(choices)))
 
 
-def artifact_extension(dump_format, compression='none'):
+def artifact_extension(dump_format, compression='none', encrypted=False):
     """Return the file name extension of an artifact: ``.sql``, ``.sql.gz``, ``.sql.zst``, ``.dump`` or ``.dir``.
 
-    Custom and directory archives compress inside the archive, so their extension does not change.
+    Custom and directory archives compress inside the archive, so their extension does not change. ``encrypted``
+    appends ``.age`` (``.sql.zst.age``); a directory archive cannot be encrypted (ValueError).
     """
     _check_choice(dump_format, DUMP_FORMATS, 'dump format')
     _check_choice(compression, COMPRESSIONS, 'compression')
+    if encrypted and dump_format == DIRECTORY:
+        raise ValueError('a directory archive cannot be encrypted with age; use format plain or custom')
+    suffix = ENCRYPTED_SUFFIX if encrypted else ''
     if dump_format == PLAIN:
-        return _EXTENSIONS[(PLAIN, compression)]
-    return _FORMAT_EXTENSIONS[dump_format]
+        return _EXTENSIONS[(PLAIN, compression)] + suffix
+    return _FORMAT_EXTENSIONS[dump_format] + suffix
 
 
-def artifact_name(started_at, dump_format=PLAIN, compression='none', prefix='backup'):
+def artifact_name(started_at, dump_format=PLAIN, compression='none', prefix='backup', encrypted=False):
     """Return the artifact name for a dump started at ``started_at`` (converted to UTC; naive means UTC).
 
-    A plain uncompressed dump gets the runbook's exact name, ``backup_YYYY-MM-DD_HH-MM-SS.sql``.
+    A plain uncompressed dump gets the runbook's exact name, ``backup_YYYY-MM-DD_HH-MM-SS.sql``; ``encrypted``
+    appends ``.age``.
     """
     if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
         raise ValueError('artifact prefix %r is not usable; use letters, digits, "_", "." and "-", starting with a letter or digit' % (prefix,))
-    return '%s_%s%s' % (prefix, _utc(started_at).strftime(NAME_TIME_FORMAT), artifact_extension(dump_format, compression))
+    return '%s_%s%s' % (prefix, _utc(started_at).strftime(NAME_TIME_FORMAT), artifact_extension(dump_format, compression, encrypted))
 
 
-def free_artifact_name(directory, started_at, dump_format=PLAIN, compression='none', prefix='backup'):
+def free_artifact_name(directory, started_at, dump_format=PLAIN, compression='none', prefix='backup', encrypted=False):
     """Return the first name for a dump started at ``started_at`` that no entry (artifact or manifest) of ``directory`` holds.
 
     That is ``artifact_name(...)`` (the runbook's name) when it is free, else the same name with ``_2``, ``_3``, ...
     before the extension: two backups that start within one second both get a name, and neither replaces the other.
     Call it under the backup's lock; the atomic rename still refuses a name taken by anything else meanwhile.
     """
-    base = artifact_name(started_at, dump_format, compression, prefix)
-    ext = artifact_extension(dump_format, compression)
+    base = artifact_name(started_at, dump_format, compression, prefix, encrypted)
+    ext = artifact_extension(dump_format, compression, encrypted)
     stem = base[:-len(ext)]
     name, seq = base, 1
     while os.path.lexists(os.path.join(directory, name)) or os.path.lexists(os.path.join(directory, name + MANIFEST_SUFFIX)):
@@ -141,17 +149,18 @@ def free_artifact_name(directory, started_at, dump_format=PLAIN, compression='no
 
 
 def parse_artifact_name(name):
-    """Return ``{prefix, started_at, dump_format, compression}`` for a name made by ``artifact_name``, else None.
+    """Return ``{prefix, started_at, dump_format, compression, sequence, encrypted}`` for a name made by ``artifact_name``.
 
-    ``compression`` is None for custom and directory archives (the name does not say).
+    None when it is not one. ``compression`` is None for custom and directory archives (the name does not say);
+    ``encrypted`` is True for a name ending in ``.age`` (``.dir.age`` is not a name this collection makes).
     """
     match = _NAME_RE.match(os.path.basename(name.rstrip('/')))
-    if not match:
+    if not match or (match.group('age') and match.group('ext') == '.dir'):
         return None
     started_at = datetime.datetime.strptime(match.group('stamp'), NAME_TIME_FORMAT).replace(tzinfo=datetime.timezone.utc)
     dump_format, compression = _EXTENSION_FORMATS[match.group('ext')]
     return {'prefix': match.group('prefix'), 'started_at': started_at, 'dump_format': dump_format, 'compression': compression,
-            'sequence': int(match.group('seq') or 1)}
+            'sequence': int(match.group('seq') or 1), 'encrypted': bool(match.group('age'))}
 
 
 def is_partial_name(name):

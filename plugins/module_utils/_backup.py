@@ -6,6 +6,10 @@
 connect -> export a snapshot and count rows in it -> (prove the key on sample photos) -> pg_dump with
 that snapshot streamed into an atomic artifact (sha256 while writing) -> manifest -> read-back
 verification. Nothing is published under a final name unless every step before it succeeded.
+
+With ``encryption='age'`` the stream goes through ``age -e -r <recipient>...`` after the compressor: the only bytes
+written are age's output (the checksum covers them), the host needs only the recipients (public keys), and the age
+tool and the recipients are checked before the lock, the dump or check mode's report.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import subprocess
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _atomic, _manifest, _verification
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _atomic, _manifest, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._dump import (
     DEFAULT_LEVELS,
     compressor_argv,
@@ -52,8 +56,11 @@ class BackupRequest(object):
 
     def __init__(self, backup_dir, dump_format='plain', compression='zstd', compression_level=None, jobs=2,
                  count_tables=('photo', 'audit_log'), count_all_tables=False, key=None, cipher='aes-256-gcm',
-                 key_check_photos=20, photo_table='photo', prefix='backup', check_free_space=True, dump_client='auto'):
+                 key_check_photos=20, photo_table='photo', prefix='backup', check_free_space=True, dump_client='auto',
+                 encryption='none', recipients=()):
         self.backup_dir = backup_dir
+        self.encryption = encryption or 'none'
+        self.recipients = list(recipients or [])
         self.dump_client = dump_client
         self.dump_format = dump_format
         self.compression = compression
@@ -81,6 +88,36 @@ def free_space_problem(backup_dir, data_size, compression, disk_usage=shutil.dis
         return ('%s has %d MiB free but the dump of about %d MiB of data may need up to %d MiB: free space, '
                 'choose another backup_dir, or set check_free_space=false' % (backup_dir, free >> 20, data_size >> 20, need >> 20))
     return None
+
+
+ENCRYPTIONS = ('none', 'age')
+
+
+def encryption_plan(req, runner=run):
+    """What encrypts the artifact: ``{'method', 'recipients' (fingerprints), 'argv' (the filter, or None)}``.
+
+    For ``age``: the tool runs and every recipient is a valid X25519 public key (AgeError ``age_missing`` /
+    ``bad_recipient``), and the format is a single file; anything else is refused before the backup starts.
+    """
+    if req.encryption not in ENCRYPTIONS:
+        raise TransportError('encryption must be one of %s, not %s' % (', '.join(ENCRYPTIONS), req.encryption), code='bad_option')
+    if req.encryption == 'none':
+        if req.recipients:
+            raise TransportError('age_recipients are set but encryption is none: set encryption=age to encrypt the backup, '
+                                 'or remove age_recipients', code='bad_option')
+        return {'method': 'none', 'recipients': [], 'argv': None}
+    if req.dump_format == 'directory':
+        raise TransportError('a directory archive cannot be encrypted with age: use format=custom (or plain) with '
+                             'encryption=age, or encryption=none with format=directory', code='bad_option')
+    recipients = _age.validate_recipients(req.recipients)
+    _age.check_tool(runner=runner)
+    return {'method': 'age', 'recipients': [_age.recipient_fingerprint(r) for r in recipients],
+            'argv': _age.encrypt_argv(recipients)}
+
+
+def public_encryption(plan):
+    """The result's ``encryption``: the method and the recipients' fingerprints."""
+    return {'method': plan['method'], 'recipients': list(plan['recipients'])}
 
 
 def _dump_directory_via_container(conn, args, target_dir, progress):
@@ -118,7 +155,14 @@ class _TarSink(object):
 
 
 def dump_failure(conn, exc, argv):
-    """The error of a failed dump pipeline: classified by stderr when it says why, else ``dump_failed``."""
+    """The error of a failed dump pipeline: classified by stderr when it says why, else ``dump_failed``.
+
+    A filter after pg_dump (the compressor, ``age -e``) that failed is named with its own last line of stderr.
+    """
+    if getattr(exc, 'process', 0):
+        lines = [line.strip() for line in (exc.stderr or '').splitlines() if line.strip()]
+        exc.args = ('%s; nothing was published%s' % (exc, ': %s' % lines[-1][:300] if lines else ''),)
+        return exc
     failure = fail_from_stderr(conn, exc.rc, exc.stderr, argv, 'pg_dump')
     if failure.code == 'error':
         failure.code = 'dump_failed'
@@ -146,11 +190,13 @@ def _utc(ts):
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).isoformat().replace('+00:00', 'Z')
 
 
-def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
+def run_backup(conn, req, check_mode=False, progress=None, clock=time.time, runner=run):
     """Take one verified backup; return the result dict (no secrets in it)."""
     problem = validate_format(req.dump_format, req.compression)
     if problem:
         raise TransportError(problem, code='bad_option')
+    encryption = encryption_plan(req, runner)
+    encrypted = encryption['method'] == 'age'
     try:
         _atomic.check_destination(req.backup_dir)
         dir_missing = False
@@ -166,13 +212,15 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     started_dt = datetime.datetime.fromtimestamp(started, tz=datetime.timezone.utc)
 
     def free_name():
-        return _artifact.free_artifact_name(req.backup_dir, started_dt, req.dump_format, req.compression, prefix=req.prefix)
+        return _artifact.free_artifact_name(req.backup_dir, started_dt, req.dump_format, req.compression, prefix=req.prefix,
+                                            encrypted=encrypted)
 
     name = free_name()
     path = os.path.join(req.backup_dir, name)
     result = {'path': path, 'format': req.dump_format, 'compression': req.compression,
               'compression_level': req.compression_level, 'connection': conn.describe(),
-              'lock_path': lock_path(req.backup_dir, backup_lock_name(conn.database))}
+              'lock_path': lock_path(req.backup_dir, backup_lock_name(conn.database)),
+              'encryption': public_encryption(encryption)}
     timings = {}
 
     # The host's pg_dump and psql over the container's address when they can (dump_client), else docker exec.
@@ -243,10 +291,11 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
                         stats = _dump_to_file(dump_conn, args, writer.temp_path)
                     writer.commit()
                     sha256, size = writer.sha256, writer.size
-            elif req.dump_format == 'custom' and dump_conn.transport != 'compose':
+            elif req.dump_format == 'custom' and dump_conn.transport != 'compose' and not encrypted:
                 # pg_dump writing the archive itself can seek back and store every table's data offset in the table of
                 # contents: pg_restore -t (the restore's key preflight) and -j then jump to a table's data instead of
-                # reading the archive up to it, as they must in an archive written to a pipe.
+                # reading the archive up to it, as they must in an archive written to a pipe. Not when encrypted: the
+                # file would hold the clear archive; age encrypts the stream instead.
                 with _atomic.AtomicArtifactWriter(req.backup_dir, name) as writer:
                     stats = _dump_to_file(dump_conn, args, writer.temp_path)
                     writer.sync_from_disk()
@@ -255,9 +304,10 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             else:
                 argv = client_argv(dump_conn, 'pg_dump', args)
                 compressor = compressor_argv(req.dump_format, req.compression, req.compression_level)
+                filters = [encryption['argv']] if encrypted else []
                 with _atomic.AtomicArtifactWriter(req.backup_dir, name) as writer:
                     try:
-                        stats = stream_pipeline(argv, client_env(dump_conn), writer, compressor, progress)
+                        stats = stream_pipeline(argv, client_env(dump_conn), writer, compressor, progress, filters=filters)
                     except TransportError as exc:
                         if exc.code == 'dump_failed':
                             raise dump_failure(dump_conn, exc, argv)
@@ -273,7 +323,8 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
             compression_level=req.compression_level, size=size, sha256=sha256, database=facts['database'],
             server_version=facts['server_version'], pg_dump_version=pg_dump_version, started_at=_utc(started),
             finished_at=_utc(finished), snapshot_id=snapshot, row_counts=counts, counted_tables=list(tables),
-            key_fingerprint=key_fp, cipher=req.cipher if key_fp else None, transport=conn.describe())
+            key_fingerprint=key_fp, cipher=req.cipher if key_fp else None, transport=conn.describe(),
+            encryption='age' if encrypted else None, recipients=encryption['recipients'] if encrypted else None)
         _manifest.write_manifest(path + _artifact.MANIFEST_SUFFIX, manifest)
 
         t0 = clock()
@@ -287,9 +338,11 @@ def run_backup(conn, req, check_mode=False, progress=None, clock=time.time):
     result.update(changed=True, path=path, manifest_path=path + _artifact.MANIFEST_SUFFIX, size=size, sha256=sha256,
                   row_counts=counts, key_fingerprint=key_fp, server_version=facts['server_version'],
                   pg_dump_version=pg_dump_version, timings=timings, stream=stats, verified=True,
-                  msg='backup of %s written to %s (%d MiB, sha256 %s, %s) in %.1f s' % (
+                  msg='backup of %s written to %s (%d MiB, sha256 %s, %s%s) in %.1f s' % (
                       conn.database, path, size >> 20, sha256[:12],
-                      ', '.join('%s=%d' % kv for kv in sorted(counts.items())) or 'no tables counted', timings['total_seconds']))
+                      ', '.join('%s=%d' % kv for kv in sorted(counts.items())) or 'no tables counted',
+                      ', encrypted with age for %d recipient(s)' % len(encryption['recipients']) if encrypted else '',
+                      timings['total_seconds']))
     if result['leftovers_removed']:
         result['msg'] += '; removed %d temporary file(s) of killed backups' % len(result['leftovers_removed'])
     return result

@@ -27,6 +27,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_comman
     resolved_project_name,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import rpo_seconds as restore_rpo_seconds
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore_plan import secret_sources
 
 SERVICE = 'db'
 
@@ -188,6 +189,7 @@ def report_data(marks, artifact=None, stack=None, restore=None, failure=None, te
         data['photos'] = {'checked': photos.get('checked'), 'failed': photos.get('failed'), 'total': photos.get('total')}
     if restore.get('restore_client'):
         data['restore_client'] = restore['restore_client']
+    data.update(secret_sources(restore))
     if failed_steps:
         data['failed_step'] = failed_steps[0]['name']
         data['msg'] = failed_steps[0].get('msg') or 'the drill failed'

@@ -3,10 +3,10 @@
 
 """pg_dump command lines and the streaming pipeline. Internal to fleet_telemetry.dr.
 
-The dump never sits in memory: pg_dump's stdout goes (through an optional compressor process,
-connected by an OS pipe) into a sink in chunks; the sink checksums while it writes. A failure of
-any process in the pipeline is a failure of the dump, whatever the exit code of the last one
-(``pg_dump | gzip`` without pipefail is a trap: see OFFLINE.md).
+The dump never sits in memory: pg_dump's stdout goes (through a chain of filter processes - a compressor, then
+``age -e`` for an encrypted backup - connected by OS pipes) into a sink in chunks; the sink checksums while it writes.
+A failure of any process in the pipeline is a failure of the dump, whatever the exit code of the last one
+(``pg_dump | gzip`` without pipefail is a trap: see OFFLINE.md; ``age -e`` of a cut stream is a valid, cut, file).
 """
 
 from __future__ import annotations
@@ -64,62 +64,91 @@ def compressor_argv(dump_format, compression, level=None, threads=0):
     return ['zstd', '-q', '-c', '-%d' % level, '-T%d' % threads]
 
 
-def stream_pipeline(argv, env, sink, compressor=None, progress=None, chunk_size=CHUNK_SIZE, progress_every=2.0):
-    """Run ``argv`` (| ``compressor``) and write its stdout into ``sink.write``; return stats.
+def stream_pipeline(argv, env, sink, compressor=None, progress=None, chunk_size=CHUNK_SIZE, progress_every=2.0, filters=()):
+    """Run ``argv`` | ``compressor`` | ``filters``... and write the last stdout into ``sink.write``; return stats.
 
-    Raises TransportError (code ``dump_failed``) when any process exits non-zero, with the stderr of
-    the one that failed. Exceptions from the sink (e.g. disk full) stop the processes and propagate.
+    ``argv`` (the producer) gets ``env``; the filters (the compressor, then e.g. ``age -e``) the caller's environment, so
+    a password for pg_dump never reaches them. Raises TransportError (code ``dump_failed``) when any process exits
+    non-zero (pipefail), with the stderr of the one that caused it; its attribute ``process`` is that one's position
+    in the chain (0 is ``argv``).
+    Exceptions from the sink (e.g. disk full) stop the processes and propagate.
     """
-    err_dump = tempfile.TemporaryFile()
-    err_comp = tempfile.TemporaryFile()
-    procs = []
+    chain = [list(argv)] + ([list(compressor)] if compressor else []) + [list(f) for f in filters or ()]
+    procs, errs = [], []
     started = time.time()
-    written = 0
     try:
-        try:
-            dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err_dump, env=env)
-            procs.append(dump)
-            source = dump.stdout
-            if compressor:
-                comp = subprocess.Popen(compressor, stdin=dump.stdout, stdout=subprocess.PIPE, stderr=err_comp)
-                procs.append(comp)
-                dump.stdout.close()
-                source = comp.stdout
-        except FileNotFoundError as exc:
-            raise TransportError('%s is not installed or not on PATH' % (exc.filename or argv[0]), code='missing_binary')
-        widen_pipe(source)
-        last_report = started
-        while True:
-            data = source.read(chunk_size)
-            if not data:
-                break
-            sink.write(data)
-            written += len(data)
-            now = time.time()
-            if progress and now - last_report >= progress_every:
-                progress(written, now - started)
-                last_report = now
+        source = _start_chain(chain, env, procs, errs)
+        written = _pump(source, sink, progress, chunk_size, progress_every, started)
         source.close()
         rcs = [proc.wait() for proc in procs]
+        failure = _chain_failure(procs, rcs, errs)
     except BaseException:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
-        err_dump.close()
-        err_comp.close()
+            proc.stdout.close()
         raise
-    failures = []
-    for proc, rc, err in zip(procs, rcs, (err_dump, err_comp)):
-        err.seek(0)
-        text = err.read().decode('utf-8', 'replace')
-        if rc != 0:
-            failures.append((proc.args, rc, text))
-    err_dump.close()
-    err_comp.close()
-    if failures:
-        args, rc, text = failures[0]
-        exc = TransportError('%s exited with rc=%s' % (args[0] if args[0] != 'docker' else 'pg_dump (in the container)', rc),
-                             code='dump_failed', rc=rc, stderr=text.strip()[-4000:])
-        raise exc
+    finally:
+        for err in errs:
+            err.close()
+    if failure:
+        raise failure
     return {'bytes': written, 'seconds': round(time.time() - started, 3)}
+
+
+def _start_chain(chain, env, procs, errs):
+    """Start every process of ``chain``, each reading the previous one's stdout; return the last stdout."""
+    source = None
+    for index, argv in enumerate(chain):
+        err = tempfile.TemporaryFile()
+        errs.append(err)
+        try:
+            proc = subprocess.Popen(argv, stdin=source, stdout=subprocess.PIPE, stderr=err, env=env if index == 0 else None)
+        except FileNotFoundError as exc:
+            raise TransportError('%s is not installed or not on PATH' % (exc.filename or argv[0]), code='missing_binary')
+        procs.append(proc)
+        if source is not None:
+            source.close()
+        source = proc.stdout
+    return widen_pipe(source)
+
+
+def _pump(source, sink, progress, chunk_size, progress_every, started):
+    written = 0
+    last_report = started
+    while True:
+        data = source.read(chunk_size)
+        if not data:
+            return written
+        sink.write(data)
+        written += len(data)
+        now = time.time()
+        if progress and now - last_report >= progress_every:
+            progress(written, now - started)
+            last_report = now
+
+
+# A process that wrote into a pipe whose reader died: killed by SIGPIPE, or told EPIPE and failed.
+_BROKEN_PIPE_RCS = (-13, 141)
+
+
+def _chain_failure(procs, rcs, errs):
+    """The TransportError of the process that made the chain fail, or None when every process exited 0.
+
+    An upstream process that only failed because a later one died (broken pipe) is not the cause: the later one is.
+    """
+    failures = []
+    for index, (proc, rc, err) in enumerate(zip(procs, rcs, errs)):
+        if rc != 0:
+            err.seek(0)
+            failures.append((index, proc.args, rc, err.read().decode('utf-8', 'replace')))
+    if not failures:
+        return None
+    last = failures[-1][0]
+    causes = [f for f in failures if f[0] == last or not (f[2] in _BROKEN_PIPE_RCS or 'Broken pipe' in f[3])]
+    index, args, rc, text = causes[0]
+    name = args[0] if args[0] != 'docker' else 'pg_dump (in the container)'
+    failure = TransportError('%s exited with rc=%s' % (name, rc), code='dump_failed', rc=rc, stderr=text.strip()[-4000:])
+    failure.process = index
+    return failure

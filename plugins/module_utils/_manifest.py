@@ -24,6 +24,7 @@ import re
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact import (
     COMPRESSIONS,
     DUMP_FORMATS,
+    ENCRYPTED_SUFFIX,
     ArtifactError,
     format_timestamp,
     manifest_path,
@@ -38,6 +39,8 @@ TRANSPORTS = ('compose', 'direct')
 
 _SHA256_RE = re.compile(r'\A[0-9a-f]{64}\Z')
 _FINGERPRINT_RE = re.compile(r'\Av[0-9]+:[0-9a-f]{16,}\Z')
+_RECIPIENT_FINGERPRINT_RE = re.compile(r'\Asha256:[0-9a-f]{16}\Z')
+ENCRYPTIONS = ('age',)
 _SECRET_WORDS = ('password', 'passwd', 'secret', 'token', 'credential', 'private')
 
 REQUIRED_FIELDS = (
@@ -45,7 +48,7 @@ REQUIRED_FIELDS = (
     'database', 'server_version', 'pg_dump_version', 'started_at', 'finished_at', 'row_counts',
     'counted_tables', 'transport',
 )
-OPTIONAL_FIELDS = ('compression_level', 'snapshot_id', 'key_fingerprint', 'cipher', 'host', 'source')
+OPTIONAL_FIELDS = ('compression_level', 'snapshot_id', 'key_fingerprint', 'cipher', 'host', 'source', 'encryption', 'recipients')
 MANIFEST_FIELDS = REQUIRED_FIELDS + OPTIONAL_FIELDS
 
 
@@ -79,15 +82,18 @@ def build_manifest(**fields):
     - ``key_fingerprint`` (optional, ``_photo_crypto.key_fingerprint``), ``cipher`` (optional str);
     - ``transport``: ``compose`` or ``direct``, or a mapping of scalars with that name under the key
       ``transport`` plus secret-free connection facts (project, service, host, port, user...);
-    - ``host`` (optional str, the machine that ran the backup), ``source`` (optional mapping of scalars).
+    - ``host`` (optional str, the machine that ran the backup), ``source`` (optional mapping of scalars);
+    - ``encryption`` (optional, ``age`` when the artifact is encrypted with age: its name then ends in ``.age``) and
+      ``recipients`` (with it, the ``_age.recipient_fingerprint`` of each recipient: ``sha256:<16 hex>``; the public keys
+      themselves stay in the inventory, the identities off the database host).
 
     Keys that look like secrets (password, secret, token, credential, private) are refused anywhere
     they are checked.
 
     ``format_version`` is set here. ``started_at``/``finished_at`` may be datetimes (converted to UTC
     strings). ``counted_tables`` defaults to the sorted keys of ``row_counts``. Optional fields
-    (``compression_level``, ``snapshot_id``, ``key_fingerprint``, ``cipher``, ``host``, ``source``)
-    default to None. Unknown field names raise ValueError, so a typo never goes unnoticed.
+    (``compression_level``, ``snapshot_id``, ``key_fingerprint``, ``cipher``, ``host``, ``source``, ``encryption``,
+    ``recipients``) default to None. Unknown field names raise ValueError, so a typo never goes unnoticed.
     """
     unknown = sorted(set(fields) - set(MANIFEST_FIELDS))
     if unknown:
@@ -147,6 +153,28 @@ def _validate_transport(problems, transport):
     name = transport_name(transport)
     if name not in TRANSPORTS:
         problems.append('transport %r is not one of %s' % (name, ', '.join(TRANSPORTS)))
+
+
+def _validate_encryption(problems, manifest):
+    """``encryption`` and ``recipients`` agree with each other, the format and the file name."""
+    method, recipients = manifest.get('encryption'), manifest.get('recipients')
+    name = manifest.get('file')
+    if method is None:
+        if recipients is not None:
+            problems.append('recipients are listed but encryption is not set')
+        if isinstance(name, str) and name.endswith(ENCRYPTED_SUFFIX):
+            problems.append('file %s ends in %s but encryption is not set' % (name, ENCRYPTED_SUFFIX))
+        return
+    if method not in ENCRYPTIONS:
+        problems.append('encryption %r is not one of %s' % (method, ', '.join(ENCRYPTIONS)))
+        return
+    if (not isinstance(recipients, list) or not recipients
+            or not all(isinstance(r, str) and _RECIPIENT_FINGERPRINT_RE.match(r) for r in recipients)):
+        problems.append('recipients must list the fingerprint (sha256:<16 hex>) of each age recipient')
+    if manifest.get('dump_format') == 'directory':
+        problems.append('a directory archive cannot be encrypted with age')
+    if isinstance(name, str) and not name.endswith(ENCRYPTED_SUFFIX):
+        problems.append('an artifact encrypted with age must be named *%s, not %s' % (ENCRYPTED_SUFFIX, name))
 
 
 def validate_manifest(manifest):
@@ -218,6 +246,7 @@ def validate_manifest(manifest):
     if fingerprint is not None and (not isinstance(fingerprint, str) or not _FINGERPRINT_RE.match(fingerprint)):
         problems.append('key_fingerprint must look like v1:<hex>, as _photo_crypto.key_fingerprint returns')
     _validate_scalar_dict(problems, manifest, 'source')
+    _validate_encryption(problems, manifest)
     secret_fields = sorted(str(key) for key in manifest if _looks_secret(key))
     if secret_fields:
         problems.append('field(s) %s look like secrets; manifests must not carry secrets' % ', '.join(secret_fields))

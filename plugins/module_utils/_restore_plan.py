@@ -236,6 +236,23 @@ def rpo_seconds(artifact, now):
         return None
 
 
+# What a report says of where the key and the identity came from (a report never has a key named like a secret).
+_SOURCE_FIELDS = (('from', 'from'), ('secret_id', 'vault'), ('version_id', 'version_id'), ('stages', 'stages'),
+                  ('fingerprint', 'fingerprint'), ('path', 'path'), ('recipients', 'recipients'))
+
+
+def secret_sources(result):
+    """``key_source`` and ``identity_source`` of a pg_restore_verify result for a report: which vault version (``vault``,
+    ``version_id``, ``stages``) or file gave the key and the age identity, with their fingerprints."""
+    result = result if _ran(result) else {}
+    sources = {}
+    for name in ('key_source', 'identity_source'):
+        source = result.get(name)
+        if isinstance(source, dict):
+            sources[name] = dict((to, source[field]) for field, to in _SOURCE_FIELDS if source.get(field) is not None)
+    return sources
+
+
 def find_failed_step(results, failed_task=None):
     """The key of the first step whose registered result failed; else the failed task's name; None when nothing failed."""
     for key, dummy in STEPS:
@@ -287,6 +304,7 @@ def build_report(results, started_at, check_mode=False, failed_step=None, failed
         data['photos'] = dict((k, restored['photos'].get(k)) for k in ('checked', 'failed', 'total'))
     if restored.get('restore_client'):
         data['restore_client'] = restored['restore_client']
+    data.update(secret_sources(results.get('preflight')))
     if not failed_step and not check_mode:
         data['rto_seconds'] = _seconds_between(started, now)
     if safety_path:

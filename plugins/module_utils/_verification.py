@@ -12,7 +12,11 @@ commit marker: an artifact without a readable manifest whose checksum matches is
 retention, "latest" or offsite copies. Hand-made backups of the runbook (plain ``.sql``, no manifest)
 are recognised (``kind: runbook``) so that restore can decide to accept them.
 
-It imports from the collection only ``_artifact``, ``_digest``, ``_atomic`` and ``_manifest``, and must keep
+An artifact encrypted with age (``.age``, manifest ``encryption: age``) is verified without its identity, which the
+database host does not hold: its checksum and size against the manifest and its age header (``_age.header_problem``);
+its table of contents and plain trailer are behind the encryption (the restore checks them after ``age -d``).
+
+It imports from the collection only ``_artifact``, ``_digest``, ``_atomic``, ``_manifest`` and ``_age``, and must keep
 compiling on Python 3.8.
 """
 
@@ -33,6 +37,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._artifact impor
     parse_artifact_name,
     parse_timestamp,
 )
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._age import header_problem, is_encrypted
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._atomic import fsync_directory
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._digest import CHUNK_SIZE, artifact_digest
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._manifest import (
@@ -120,18 +125,29 @@ def _guess_compression(path):
     return 'none' if path.endswith('.sql') else None
 
 
+def _is_encrypted_artifact(path, manifest, is_dir):
+    """The manifest says whether the artifact is encrypted; without one, its name (``.age``) or its first bytes do."""
+    if is_dir:
+        return False
+    if manifest is not None:
+        return manifest.get('encryption') == 'age'
+    parsed = parse_artifact_name(path)
+    return bool(parsed and parsed['encrypted']) or is_encrypted(path)
+
+
 def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHUNK_SIZE):
     """Verify the artifact at ``path`` and return a result dict; never raises for a damaged artifact.
 
     Result keys: ``path``, ``manifest_path``, ``kind`` (``artifact`` with a manifest, ``runbook`` for a
     manifest-less ``.sql`` file, else ``unknown``), ``ok``, ``problems`` (sentences, most telling first),
     ``sha256`` and ``size`` (actual, None when unreadable), ``manifest`` (dict or None), ``dump_format``,
-    ``toc_tables`` (``schema.table`` of TABLE DATA entries, None when no TOC was read).
+    ``toc_tables`` (``schema.table`` of TABLE DATA entries, None when no TOC was read), ``encrypted`` (bool).
 
     The checksum is the real check: ``pg_restore -l`` exits 0 on a truncated custom archive. For custom
     and directory formats ``toc_runner(path) -> (rc, stdout, stderr)`` (the real one runs
     ``pg_restore -l``) must read the TOC and every table of the manifest's ``row_counts`` must appear in
-    it as TABLE DATA. An uncompressed plain dump must end with pg_dump's completion trailer.
+    it as TABLE DATA. An uncompressed plain dump must end with pg_dump's completion trailer. An artifact encrypted with
+    age must start with a well-formed age header; its TOC and trailer are not read (``toc_runner`` is not called).
 
     A missing manifest is a problem unless ``require_manifest`` is false; for a runbook backup the
     problem says so and callers (restore) can accept ``kind == 'runbook'`` knowingly.
@@ -140,7 +156,7 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
     mpath = manifest_path(path)
     result = {
         'path': path, 'manifest_path': mpath, 'kind': KIND_UNKNOWN, 'ok': False, 'problems': [],
-        'sha256': None, 'size': None, 'manifest': None, 'dump_format': None, 'toc_tables': None,
+        'sha256': None, 'size': None, 'manifest': None, 'dump_format': None, 'toc_tables': None, 'encrypted': False,
     }
     problems = result['problems']
     exists = os.path.lexists(path)
@@ -164,8 +180,10 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
         problems.extend('manifest invalid: %s' % problem for problem in validate_manifest(manifest))
 
     if not exists:
+        result['encrypted'] = bool(manifest and manifest.get('encryption') == 'age')
         problems.insert(0, 'file missing: %s does not exist' % path)
         return result
+    encrypted = result['encrypted'] = _is_encrypted_artifact(path, manifest, is_dir)
 
     dump_format = manifest.get('dump_format') if manifest and manifest.get('dump_format') in DUMP_FORMATS else _guess_format(path, is_dir)
     result['dump_format'] = dump_format
@@ -188,6 +206,14 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
         if isinstance(expected_sha, str) and expected_sha != result['sha256']:
             mismatches.append('sha256 mismatch: manifest says %s, file has %s' % (expected_sha, result['sha256']))
         problems[0:0] = mismatches
+
+    if encrypted:
+        if result['sha256'] is not None:
+            problem = header_problem(path)
+            if problem:
+                problems.append('not a valid age file: %s' % problem)
+        result['ok'] = not problems
+        return result
 
     compression = manifest.get('compression') if manifest else _guess_compression(path)
     if dump_format == PLAIN and compression == 'none' and not is_dir and result['sha256'] is not None:

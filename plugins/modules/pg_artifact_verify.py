@@ -16,6 +16,9 @@ description:
     the checksum remains the real check.
   - For an uncompressed plain dump, checks that it ends with pg_dump's C(PostgreSQL database dump complete) trailer,
     which is the only completeness check a hand-made runbook backup (no manifest) allows.
+  - An artifact encrypted with age (C(.age), written with O(fleet_telemetry.dr.pg_logical_backup#module:encryption=age))
+    is verified without its identity, which this host need not hold - its checksum and size against the manifest, and its
+    age header; its table of contents and trailer are behind the encryption and are not read (RV(encrypted)).
   - With O(backup_dir) instead of O(path), picks the newest artifact whose checksum verifies, skipping damaged
     newer ones and reporting them in RV(rejected).
   - A damaged artifact fails the task with one sentence naming the first problem, unless O(fail_on_problems=false).
@@ -214,6 +217,13 @@ toc_tables:
   type: list
   elements: str
   sample: [public.audit_log, public.photo]
+encrypted:
+  description:
+    - Whether the artifact is encrypted with age (its manifest says C(encryption=age); without a manifest, its C(.age) name
+      or its first bytes). Its table of contents is then not read (RV(toc_tables) is V(null)).
+  returned: when an artifact was verified
+  type: bool
+  sample: false
 rejected:
   description: With O(backup_dir), the newer artifacts that were skipped because they do not verify.
   returned: when O(backup_dir) is used
@@ -239,7 +249,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import keep_result_as_built, timed
 
-_RESULT_KEYS = ('path', 'manifest_path', 'ok', 'kind', 'problems', 'sha256', 'size', 'dump_format', 'manifest', 'toc_tables')
+_RESULT_KEYS = ('path', 'manifest_path', 'ok', 'kind', 'problems', 'sha256', 'size', 'dump_format', 'manifest', 'toc_tables',
+                'encrypted')
 
 
 def _find_pg_restore(module, name):

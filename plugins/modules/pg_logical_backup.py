@@ -19,6 +19,10 @@ description:
     directory archives).
   - When O(encryption_key) is given, sample photos are decrypted with it first and its fingerprint is recorded in
     the manifest, so a restore can prove it has the right key before destroying anything.
+  - With O(encryption=age) the artifact is encrypted while it streams (C(pg_dump | zstd | age -e -r ...)) to the X25519
+    recipients O(age_recipients); no clear copy is ever written, and the database host needs only the public keys. Decrypt
+    by hand with C(age -d -i identity.txt backup_....sql.zst.age | zstd -d | psql ...), or restore with
+    M(fleet_telemetry.dr.pg_restore_verify) given the identity.
   - A lock file in O(backup_dir) stops two backups of the same database from running at once.
   - While a restore of the database holds its lease C(.restore-<database>.lease.json) in O(backup_dir) (see
     M(fleet_telemetry.dr.run_lease)), the backup is refused with RV(error_code=lock_held), in check mode too, so it never
@@ -103,6 +107,27 @@ options:
         does, and report no change. A read-only probe for preflights, that needs no C(check_mode).
     type: bool
     default: false
+  encryption:
+    description:
+      - V(age) encrypts the artifact with the C(age) tool to every recipient of O(age_recipients) while it is streamed. Its
+        name gets C(.age) after the usual extension (C(backup_....sql.zst.age), C(backup_....dump.age)), the checksum in the
+        manifest covers the encrypted bytes, and the manifest records C(encryption) and each recipient's fingerprint.
+      - The C(age) tool and the recipients are checked before anything else, in check mode too; a missing tool fails
+        with RV(error_code=age_missing), a malformed recipient with RV(error_code=bad_recipient).
+      - O(format=directory) cannot be encrypted. A custom archive encrypted is written through a pipe, so its table of
+        contents holds no data offsets (a restore reads it in order).
+    type: str
+    choices: [none, age]
+    default: none
+  age_recipients:
+    description:
+      - The age X25519 public keys (C(age1...), as C(age-keygen) or C(age-keygen -y identity.txt) prints them) the artifact
+        is encrypted to, with O(encryption=age). Keep the identities (C(AGE-SECRET-KEY-1...)) off the database host; list
+        two recipients (for example an operator's and an offline escrow key) so that one lost identity loses no backup.
+      - Recipients with O(encryption=none) are refused (RV(error_code=bad_option)) rather than silently ignored.
+    type: list
+    elements: str
+    default: []
   dump_client:
     description:
       - Where pg_dump runs with O(transport=compose). V(auto) runs the host's pg_dump against the container's own address
@@ -118,6 +143,7 @@ options:
 requirements:
   - PostgreSQL client tools in the container (O(transport=compose)) or on the host (O(transport=direct)).
   - C(zstd) or C(gzip) on the host for compressed plain dumps.
+  - C(age) on the host (Debian package C(age)) with O(encryption=age).
 seealso:
   - module: fleet_telemetry.dr.pg_artifact_verify
 """
@@ -139,6 +165,15 @@ EXAMPLES = r"""
     format: directory
     compression: gzip
     jobs: 4
+
+- name: Back up encrypted at rest to two age recipients (the identities stay off this host)
+  fleet_telemetry.dr.pg_logical_backup:
+    project_src: /srv/telemetry
+    backup_dir: /var/backups/telemetry
+    encryption: age
+    age_recipients:
+      - age1q9z9uv0z65699zee3dvwcd4u8t9dzqg4hqm9pweeg6df36j93p8q73nxs7
+      - "{{ escrow_age_recipient }}"
 """
 
 RETURN = r"""
@@ -238,6 +273,13 @@ verified:
   description: Whether the read-back verification passed (always true on success).
   returned: success
   type: bool
+encryption:
+  description:
+    - How the artifact is encrypted at rest, in check mode how it would be - C(method) (V(none) or V(age)) and C(recipients),
+      the fingerprint (C(sha256:) and 16 hex digits of sha256 of the C(age1...) text) of each recipient, as in the manifest.
+  returned: success
+  type: dict
+  sample: {"method": "age", "recipients": ["sha256:3f9a0c1d2b4e5f60"]}
 connection:
   description: Where the database was reached (no secrets).
   returned: always
@@ -255,7 +297,8 @@ free_space_problem:
   returned: check mode with O(check_free_space)
   type: str
 error_code:
-  description: Stable code of the failure (for example V(auth_failed), V(no_database), V(disk_full), V(lock_held)).
+  description: Stable code of the failure (for example V(auth_failed), V(no_database), V(disk_full), V(lock_held),
+    V(age_missing), V(bad_recipient)).
   returned: failure
   type: str
 """
@@ -292,6 +335,8 @@ def main():
         check_free_space=dict(type='bool', default=True),
         plan_only=dict(type='bool', default=False),
         dump_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
+        encryption=dict(type='str', choices=['none', 'age'], default='none'),
+        age_recipients=dict(type='list', elements='str', default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)
     keep_result_as_built(module)
@@ -304,7 +349,8 @@ def main():
             compression_level=params['compression_level'], jobs=params['jobs'], count_tables=params['count_tables'],
             count_all_tables=params['count_all_tables'], key=key, cipher=params['cipher'],
             key_check_photos=params['key_check_photos'], photo_table=params['photo_table'], prefix=params['name_prefix'],
-            check_free_space=params['check_free_space'], dump_client=params['dump_client'])
+            check_free_space=params['check_free_space'], dump_client=params['dump_client'],
+            encryption=params['encryption'], recipients=params['age_recipients'])
         result = run_backup(connection_from_params(params), request, check_mode=module.check_mode or params['plan_only'])
         if params['plan_only']:
             result['changed'] = False

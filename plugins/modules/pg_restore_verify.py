@@ -27,7 +27,14 @@ description:
     runbook dump are read from its own data), without restoring.
   - O(preflight_only=true) runs only the artifact checks and the key preflight, for a restore procedure that must know the
     backup and the key are good before it destroys anything.
-  - O(encryption_key) is required.
+  - The key is O(encryption_key), or the version of the AWS Secrets Manager secret O(encryption_key_secret) whose fingerprint
+    is the manifest's C(key_fingerprint) (C(AWSCURRENT) without one); one of them is required. RV(key_source) says which.
+  - "An artifact encrypted with age (its name ends in C(.age): C(.sql.zst.age), C(.sql.gz.age), C(.sql.age), C(.dump.age)) is
+    read through C(age -d -i /dev/fd/N) into the decompressor or into C(pg_restore) on standard input: two processes joined
+    by a pipe, no clear file on disk. The identity (O(age_identity_file), or O(age_identity_secret)) reaches C(age) through an
+    anonymous pipe, never argv or a file. Before anything is written, an identity must be given (RV(error_code=no_identity))
+    and one of its public keys must be among the manifest's C(recipients) (RV(error_code=wrong_identity), naming both sets
+    of fingerprints); a damaged encrypted stream fails with RV(error_code=decrypt_failed) and nothing is committed."
   - A failure is one sentence in RV(msg), a stable RV(error_code), and the structured RV(mismatches).
 author:
   - fleet_telemetry.dr developers (!UNKNOWN)
@@ -35,6 +42,9 @@ extends_documentation_fragment:
   - fleet_telemetry.dr._attributes
   - fleet_telemetry.dr._connection
   - fleet_telemetry.dr._encryption_key
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
 attributes:
   check_mode:
     support: full
@@ -129,6 +139,36 @@ options:
     description: Run C(ANALYZE) on the database after a restore, so the planner has statistics at once.
     type: bool
     default: true
+  encryption_key_secret:
+    description:
+      - The AWS Secrets Manager secret (name or ARN) that holds E(ENCRYPTION_KEY), used when O(encryption_key) is not given
+        (O(encryption_key) wins when both are).
+      - The version whose key fingerprint equals the manifest's C(key_fingerprint) is used, so a backup taken before a key
+        rotation gets its own key; C(AWSCURRENT) when the manifest records no fingerprint (or there is no manifest).
+      - The secret holds the key in hexadecimal or base64, or a JSON object whose field O(encryption_key_secret_field) holds it.
+      - The AWS connection is the module's AWS options (O(region), O(profile), O(endpoint_url), ...); the client is made only
+        when a secret option is used.
+    type: str
+  encryption_key_secret_field:
+    description:
+      - The JSON field of O(encryption_key_secret) that holds the key, when the secret is a JSON object (C(ENCRYPTION_KEY) by
+        default).
+    type: str
+  age_identity_file:
+    description:
+      - A file on the host that runs the module holding the age identity (C(AGE-SECRET-KEY-1...), as C(age-keygen) writes it)
+        that decrypts an encrypted artifact. Keep it readable by its owner only; a warning says when other users can read it.
+      - Used only when the artifact is encrypted. It wins over O(age_identity_secret) when both are given.
+    type: path
+  age_identity_secret:
+    description:
+      - The AWS Secrets Manager secret (name or ARN) that holds the age identity, when O(age_identity_file) is not given.
+      - The version whose public key is one of the manifest's C(recipients) is used. Read only when the artifact is encrypted.
+    type: str
+  age_identity_secret_field:
+    description:
+      - The JSON field of O(age_identity_secret) that holds the identity, when the secret is a JSON object.
+    type: str
   restore_client:
     description:
       - Where psql and pg_restore run against the target with O(transport=compose). V(auto) runs the
@@ -148,6 +188,9 @@ requirements:
     With O(preflight_only) over the compose transport and the service's container down, a custom or directory archive is
     read in a throw-away container of the service's image (C(docker run --rm -i --network none)).
   - C(zstd) or C(gzip) on the host for compressed plain dumps.
+  - The C(age) tool on the host for encrypted artifacts (C(apt-get install age)), and the Python library C(cryptography) to
+    read the identity's public keys.
+  - boto3 only when O(encryption_key_secret) or O(age_identity_secret) is used.
 notes:
   - The target database must exist. In a fresh compose stack it does (E(POSTGRES_DB)); elsewhere create it first, for example
     with C(createdb).
@@ -155,6 +198,10 @@ notes:
     user as at backup time, or a superuser). Custom and directory archives are restored with C(--no-owner).
   - The photos read in the preflight are the first ones of the table in the dump; the whole artifact is read only when
     expected counts must come from a runbook dump in check mode, with O(verify_only) or with O(preflight_only).
+  - An encrypted custom archive is restored by one C(pg_restore) reading standard input (no O(jobs), one transaction), as
+    it cannot seek; over the compose transport that is the container's C(pg_restore) (C(docker exec -i)), or the host's
+    with O(restore_client). Its table of contents is not read in the artifact check (the host holds no identity by design);
+    its photos are read in the key preflight through C(age -d).
 seealso:
   - module: fleet_telemetry.dr.pg_logical_backup
   - module: fleet_telemetry.dr.pg_artifact_verify
@@ -190,6 +237,22 @@ EXAMPLES = r"""
     db_host: db.internal
     db_password: "{{ telemetry_db_password }}"
     jobs: 4
+
+- name: Restore an encrypted backup with the key and the identity from AWS Secrets Manager
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /var/backups/telemetry/backup_2026-01-31_02-00-05.sql.zst.age
+    encryption_key_secret: prod/telemetry/encryption-key
+    age_identity_secret: prod/telemetry/backup-age-identity
+    region: eu-west-1
+    project_src: /srv/telemetry
+
+- name: Preflight an encrypted backup with an identity file on the host
+  fleet_telemetry.dr.pg_restore_verify:
+    artifact: /var/backups/telemetry/backup_2026-01-31_02-00-05.dump.age
+    encryption_key: "{{ telemetry_encryption_key }}"
+    age_identity_file: /root/.config/fleet-dr/backup-identity.txt
+    preflight_only: true
+    project_src: /srv/telemetry
 
 - name: Check the live database against last night's manifest, decrypting 500 photos
   fleet_telemetry.dr.pg_restore_verify:
@@ -229,6 +292,8 @@ error_code:
   description:
     - Stable code of the failure, for example V(artifact_invalid), V(manifest_invalid), V(wrong_key), V(wrong_cipher),
       V(no_photos), V(photo_corrupt), V(dump_incomplete), V(restore_failed), V(verify_failed), V(no_database), V(auth_failed).
+    - For encrypted artifacts V(no_identity), V(bad_identity), V(wrong_identity), V(decrypt_failed), V(age_missing); for the
+      vault V(vault_unreachable), V(vault_denied), V(no_secret), V(malformed_secret), V(no_matching_version).
   returned: failure
   type: str
   sample: wrong_key
@@ -246,7 +311,8 @@ target:
   returned: always
   type: dict
 artifact:
-  description: The artifact verification (path, manifest_path, kind, ok, problems, sha256, size, dump_format, toc_tables).
+  description: The artifact verification (path, manifest_path, kind, ok, problems, sha256, size, dump_format, toc_tables,
+    encrypted).
   returned: when O(artifact) is given
   type: dict
 kind:
@@ -268,7 +334,7 @@ manifest_path:
   type: str
 manifest:
   description: The manifest's main fields (file, database, dump_format, compression, started_at, finished_at, row_counts,
-    key_fingerprint, cipher).
+    key_fingerprint, cipher, encryption, recipients).
   returned: when there is a manifest
   type: dict
 preflight:
@@ -289,6 +355,7 @@ restore:
     - How the artifact is (or would be) restored. C(method) (V(psql) or V(pg_restore)), C(argv) (no secrets in it),
       C(single_transaction), C(jobs), C(schema_reset) (the public schema was dropped and recreated first) and, for
       pg_restore, C(source) (V(stdin), V(copy) into the container, or V(path)).
+    - For an encrypted artifact C(decrypt), the argv of C(age -d) (the identity is the pipe C(/dev/fd/N)).
   returned: when restoring, and in check mode
   type: dict
 dump:
@@ -312,6 +379,29 @@ analyzed:
   description: Whether C(ANALYZE) ran.
   returned: after verification
   type: bool
+encryption:
+  description:
+    - For an encrypted artifact - C(method) (V(age)), C(recipients) (the manifest's recipient fingerprints),
+      C(identity_recipients) (the fingerprints of the identity's public keys), C(matched), C(recipients_checked) (whether the
+      manifest listed recipients). Fingerprints are C(sha256:) and 16 hex digits of the public key, never the identity.
+  returned: when the artifact is encrypted
+  type: dict
+  sample: {method: age, recipients: ["sha256:3f1c0a9e5b7d2e41"], identity_recipients: ["sha256:3f1c0a9e5b7d2e41"],
+           matched: ["sha256:3f1c0a9e5b7d2e41"], recipients_checked: true}
+key_source:
+  description:
+    - Where the key came from - C(from) (V(option) or V(secrets_manager)) and its C(fingerprint); from the vault also
+      C(secret_id), C(version_id), C(stages) and C(tried) (the fingerprints of the versions tried). Never the key.
+  returned: when the key was resolved
+  type: dict
+  sample: {from: secrets_manager, secret_id: prod/telemetry/encryption-key, version_id: 5f1e..., stages: [AWSCURRENT],
+           fingerprint: "v1:9a0c..."}
+identity_source:
+  description:
+    - Where the age identity came from - C(from) (V(file) with C(path), or V(secrets_manager) with C(secret_id),
+      C(version_id), C(stages)) and C(recipients), the fingerprints of its public keys. Never the identity.
+  returned: when the artifact is encrypted and an identity was given
+  type: dict
 restore_client:
   description: Where psql and pg_restore ran against the target (V(host) or V(container)) and why.
   returned: after the preflight, unless O(preflight_only); before it for a custom or directory archive whose container runs
@@ -329,7 +419,7 @@ timings:
   sample: {preflight_seconds: 0.8, restore_seconds: 41.2, verify_seconds: 6.3, total_seconds: 48.5}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
@@ -337,8 +427,8 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     connection_argument_spec,
     connection_from_params,
     encryption_key_argument_spec,
-    key_from_params,
 )
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore import secrets as _secrets
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.run import RestoreRequest, run_restore_verify
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, timed
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import CLIENT_CHOICES
@@ -360,14 +450,21 @@ def argument_spec():
         preflight_scan=dict(type='bool', default=False),
         analyze=dict(type='bool', default=True),
         restore_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
+        # Secret ids and JSON field names, not secrets.
+        encryption_key_secret=dict(type='str', no_log=False),
+        encryption_key_secret_field=dict(type='str', no_log=False),
+        age_identity_file=dict(type='path'),
+        age_identity_secret=dict(type='str', no_log=False),
+        age_identity_secret_field=dict(type='str', no_log=False),
     )
     return spec
 
 
 def option_problem(params):
     """One sentence when the options do not fit together, else None."""
-    if not params['encryption_key']:
-        return 'encryption_key is required: give the ENCRYPTION_KEY the photos were encrypted with'
+    if not params['encryption_key'] and not params['encryption_key_secret']:
+        return ('encryption_key is required: give the ENCRYPTION_KEY the photos were encrypted with, or encryption_key_secret '
+                '(the AWS Secrets Manager secret that holds it)')
     if params['manifest'] and not params['verify_only']:
         return 'manifest is only used with verify_only=true: give artifact to restore or to preflight'
     for name in ('jobs', 'photo_sample', 'preflight_photos'):
@@ -377,27 +474,38 @@ def option_problem(params):
 
 
 def main():
-    module = AnsibleModule(
+    module = AnsibleAWSModule(
         argument_spec=argument_spec(),
         required_if=CONNECTION_REQUIRED_IF,
         required_one_of=[('artifact', 'manifest')],
         mutually_exclusive=[('artifact', 'manifest'), ('verify_only', 'preflight_only')],
         supports_check_mode=True,
+        check_boto3=False,
     )
     timed(module)
     params = module.params
+    sources = {}
     try:
         problem = option_problem(params)
         if problem:
             raise FleetDrError(problem, code='bad_option')
+        client = _secrets.lazy_client(lambda: module.client('secretsmanager'))
+        manifest = _secrets.manifest_for(params['artifact'], params['manifest'])
+        key, sources['key_source'] = _secrets.resolve_key(params, client, manifest)
+        identity, sources['identity_source'], warnings = _secrets.resolve_identity(
+            params, client, manifest, needed=_secrets.encrypted(params['artifact'], manifest))
+        for warning in warnings:
+            module.warn(warning)
         request = RestoreRequest(
-            artifact=params['artifact'], manifest=params['manifest'], key=key_from_params(params), cipher=params['cipher'],
+            artifact=params['artifact'], manifest=params['manifest'], key=key, cipher=params['cipher'],
             verify_only=params['verify_only'], preflight_only=params['preflight_only'], clean=params['clean'], jobs=params['jobs'],
             photo_table=params['photo_table'], photo_sample=params['photo_sample'], preflight_photos=params['preflight_photos'],
-            analyze=params['analyze'], preflight_scan=params['preflight_scan'], restore_client=params['restore_client'])
+            analyze=params['analyze'], preflight_scan=params['preflight_scan'], restore_client=params['restore_client'],
+            identity=identity)
         result = run_restore_verify(connection_from_params(params), request, check_mode=module.check_mode)
     except FleetDrError as exc:
-        fail_with(module, exc)
+        fail_with(module, exc, **dict((k, v) for k, v in sources.items() if v is not None))
+    result.update((k, v) for k, v in sources.items() if v is not None)
     module.exit_json(**result)
 
 

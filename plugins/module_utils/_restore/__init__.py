@@ -10,11 +10,15 @@ Import each name from the file that defines it (nothing is re-exported here):
   escaping and bytea decoding;
 * ``scanner``: the COPY scanner (``CopyScanner``, ``scan_reader``) and whether a dump's stream is whole
   (``completeness_problems``);
-* ``source``: reading artifacts: compression, ``StreamSource``, scanning a plain dump, a custom archive's table
+* ``source``: reading artifacts: compression, ``StreamSource`` (a file, or a chain of processes: ``age -d`` of an
+  encrypted artifact, then the decompressor or pg_restore), scanning a plain dump, a custom archive's table
   (``pg_restore -a -t``) and a directory archive's data file, the photos of an artifact, and where pg_restore
   reads an archive over compose (``tools_prefix``, ``toc_runner_for``);
-* ``preflight``: the key preflight (``key_preflight``: fingerprint, cipher, photos from the artifact decrypt) and
+* ``preflight``: the identity of an encrypted artifact (``identity_preflight``: given, one of the manifest's
+  recipients), the key preflight (``key_preflight``: fingerprint, cipher, photos from the artifact decrypt) and
   artifact acceptance (``artifact_refusal``);
+* ``secrets``: where the key and the age identity come from (options, an identity file, AWS Secrets Manager through
+  ``_escrow.resolve``), with secret-free records of their sources (``key_source``, ``identity_source``);
 * ``commands``: restore commands: the psql / pg_restore argv and plan, copies into the container, and the restore
   itself (``restore_plain`` in one transaction, ``restore_archive``);
 * ``verify``: verification of the restored database: row counts, photos, ANALYZE;

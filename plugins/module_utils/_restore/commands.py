@@ -18,7 +18,13 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.scanne
     CopyScanner,
     completeness_problems,
 )
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.source import StreamSource, decompress_argv
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.source import (
+    StreamSource,
+    decompress_argv,
+    decrypt_error,
+    decrypt_failed,
+    start_decrypt,
+)
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import (
     TransportError,
     client_argv,
@@ -55,15 +61,18 @@ def plain_restore_argv(conn, runner=run):
     return client_argv(conn, 'psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-'], runner=runner, stdin=True)
 
 
-def archive_restore_plan(transport, dump_format, clean, jobs):
+def archive_restore_plan(transport, dump_format, clean, jobs, encrypted=False):
     """How pg_restore gets the archive: ``{'source': stdin|copy|path, 'jobs', 'single_transaction', 'args'}``.
 
     Over compose a custom archive is streamed into the container's pg_restore on stdin, which cannot seek: no
     ``-j`` then, and the restore runs as one transaction. With ``jobs > 1`` it is copied into the container
     (``docker cp``) first. A directory archive is always copied over compose. One job means one transaction.
+    An ``encrypted`` archive always comes out of ``age -d`` on stdin (one job, one transaction, nothing clear on disk).
     """
-    jobs = max(1, int(jobs or 1))
-    if transport == 'compose':
+    jobs = 1 if encrypted else max(1, int(jobs or 1))
+    if encrypted:
+        source = 'stdin'
+    elif transport == 'compose':
         source = 'stdin' if dump_format == _artifact.CUSTOM and jobs == 1 else 'copy'
     else:
         source = 'path'
@@ -133,7 +142,7 @@ def pass_through(source, scanner, sink, chunk_size=CHUNK_SIZE):
 
 
 def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, runner=run, chunk_size=CHUNK_SIZE,
-                  sample_table=None):
+                  sample_table=None, identity=None):
     """Stream a plain dump into psql inside one transaction; commit only a complete stream; return the scan.
 
     ``BEGIN`` (and ``prologue``, e.g. the schema reset) go first. The dump is decompressed by ``zstd -dc`` /
@@ -141,11 +150,13 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
     is sent only when the decompressor succeeded, the dump ends with pg_dump's trailer, no COPY block is cut and
     the COPY counts equal ``manifest_counts``; otherwise psql's input ends without COMMIT and PostgreSQL rolls
     everything back. (``psql --single-transaction`` would commit whatever arrived before the end of input: a dump
-    cut at a line boundary restores with exit 0, OFFLINE.md.)
+    cut at a line boundary restores with exit 0, OFFLINE.md.) With ``identity`` the file is age-encrypted and
+    ``age -d`` feeds the decompressor; a failed decryption is never committed either.
     """
     argv = plain_restore_argv(conn, runner)
     scanner = CopyScanner(sample_table, 0)
-    source_argv = decompress_argv(compression, path)
+    source_argv = decompress_argv(compression, None if identity is not None else path)
+    decrypt_failure = None
     err_file = tempfile.TemporaryFile()
     try:
         try:
@@ -156,7 +167,7 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
         broken = False
         source = None
         try:
-            source = StreamSource(argv=source_argv, path=path)
+            source = StreamSource(argv=source_argv, path=path, identity=identity)
             try:
                 psql.stdin.write(b'BEGIN;\n' + prologue)
                 pass_through(source, scanner, psql.stdin, chunk_size)
@@ -166,7 +177,11 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
             scan = scanner.finish()
             problems = [] if broken else completeness_problems(scan, manifest_counts)
             if not broken and src_rc != 0:
-                problems.insert(0, {'kind': 'artifact', 'msg': '%s -d failed: %s' % (source_argv[0], src_err.strip()[-300:])})
+                if source.failed == 'decrypt':
+                    decrypt_failure = (src_rc, src_err, source.failed_argv)
+                    problems.insert(0, {'kind': 'artifact', 'msg': 'age -d failed'})
+                else:
+                    problems.insert(0, {'kind': 'artifact', 'msg': '%s -d failed: %s' % (source_argv[0], src_err.strip()[-300:])})
             if not broken and not problems:
                 try:
                     psql.stdin.write(b'\n' if scanner.last_byte != b'\n' else b'')
@@ -193,6 +208,9 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
         exc = fail_from_stderr(conn, rc, err, argv, 'psql')
         raise RestoreError('the restore failed and was rolled back, nothing was committed: %s' % exc, code='restore_failed'
                            if exc.code == 'error' else exc.code, rc=rc, stderr=exc.stderr, cmd=argv, changed=False)
+    if decrypt_failure:
+        raise decrypt_error('the artifact did not decrypt, so the restore was rolled back and nothing was committed: ',
+                            *decrypt_failure, changed=False)
     if problems:
         truncated = problems[0]['kind'] in ('truncated', 'artifact')
         raise RestoreError('the dump is %s, so the restore was rolled back and nothing was committed: %s'
@@ -202,39 +220,70 @@ def restore_plain(conn, path, compression, prologue=b'', manifest_counts=None, r
     return scan
 
 
-def restore_archive(conn, path, dump_format, clean, jobs, runner=run):
-    """Restore a custom or directory archive with pg_restore according to ``archive_restore_plan``; return the plan."""
-    plan = archive_restore_plan(conn.transport, dump_format, clean, jobs)
+def restore_archive(conn, path, dump_format, clean, jobs, runner=run, identity=None):
+    """Restore a custom or directory archive with pg_restore according to ``archive_restore_plan``; return the plan.
+
+    With ``identity`` the custom archive is age-encrypted: ``age -d -i /dev/fd/N path | pg_restore ...`` (an OS pipe,
+    pg_restore reading stdin, one transaction).
+    """
+    encrypted = identity is not None
+    plan = archive_restore_plan(conn.transport, dump_format, clean, jobs, encrypted=encrypted)
     container_dir = None
     env = client_env(conn)
     err_file = tempfile.TemporaryFile()
+    age = age_argv = age_err = None
+    age_rc, age_text = 0, ''
     try:
         if plan['source'] == 'copy':
             container_dir = _copy_into_container(conn, path, runner)
             argv = archive_restore_argv(conn, plan, posixpath.join(container_dir, 'archive'), runner)
         else:
             argv = archive_restore_argv(conn, plan, path, runner)
-        stdin = open(path, 'rb') if plan['source'] == 'stdin' else subprocess.DEVNULL
+        if encrypted:
+            age, age_argv, age_err = start_decrypt(path, identity)
+            stdin = widen_pipe(age.stdout)
+        else:
+            stdin = open(path, 'rb') if plan['source'] == 'stdin' else subprocess.DEVNULL
         try:
-            proc = subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err_file, env=env, check=False)
+            proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=err_file, env=env)
         except FileNotFoundError:
             raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
         finally:
             if stdin is not subprocess.DEVNULL:
                 stdin.close()
+        returncode = proc.wait()
+        if age is not None:
+            age_rc = age.wait()
+            age_err.seek(0)
+            age_text = age_err.read().decode('utf-8', 'replace')
         err_file.seek(0)
         err = err_file.read().decode('utf-8', 'replace')
     finally:
         err_file.close()
+        if age is not None:
+            if age.poll() is None:
+                age.kill()
+                age.wait()
+            age_err.close()
         if container_dir:
             _remove_from_container(conn, container_dir, runner)
-    if proc.returncode != 0:
-        exc = fail_from_stderr(conn, proc.returncode, err, argv, 'pg_restore')
+    if encrypted and decrypt_failed(age_rc, age_text):
+        if returncode != 0:
+            prefix = 'the artifact did not decrypt, so the restore was rolled back and nothing was committed: '
+        else:
+            # age releases only authenticated data, and a cut archive makes pg_restore fail: not expected, but said.
+            prefix = ('the artifact did not decrypt although pg_restore finished: the database holds what was read before the '
+                      'failure, restore again from a good backup: ')
+        raise decrypt_error(prefix, age_rc, age_text, age_argv, changed=returncode == 0)
+    if returncode != 0:
+        exc = fail_from_stderr(conn, returncode, err, argv, 'pg_restore')
         if plan['single_transaction']:
             state = 'it was rolled back, nothing was committed'
         else:
             state = 'the target database may hold a partial restore (parallel jobs commit separately): restore again with clean=true'
         raise RestoreError('the restore failed, %s: %s' % (state, exc), code='restore_failed' if exc.code == 'error' else exc.code,
-                           rc=proc.returncode, stderr=exc.stderr, cmd=argv, changed=not plan['single_transaction'])
+                           rc=returncode, stderr=exc.stderr, cmd=argv, changed=not plan['single_transaction'])
     plan['argv'] = argv
+    if encrypted:
+        plan['decrypt'] = age_argv
     return plan

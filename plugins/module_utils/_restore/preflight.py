@@ -4,8 +4,10 @@
 """The key preflight and artifact acceptance: what must hold before anything is written. Internal to
 fleet_telemetry.dr; not a public API.
 
-``key_preflight`` proves the key (fingerprint and cipher against the manifest, photos read from the artifact
-itself decrypt); ``artifact_refusal`` says when a ``verify_artifact`` result must not be restored.
+``identity_preflight`` proves that an age-encrypted artifact can be opened (an identity is given and one of its
+public keys is among the manifest's recipients); ``key_preflight`` proves the key (fingerprint and cipher against the
+manifest, photos read from the artifact itself decrypt); ``artifact_refusal`` says when a ``verify_artifact`` result
+must not be restored.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import collections
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _verification
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import key_fingerprint
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import check_photos
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
@@ -22,6 +24,42 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 
 # A wrong key fails every sampled photo the same way: a few examples say it all.
 MAX_PREFLIGHT_FAILURES = 5
+
+
+# --------------------------------------------------------------------------------------------
+# The identity of an encrypted artifact
+# --------------------------------------------------------------------------------------------
+
+def identity_preflight(path, manifest, identity, check_tool=_age.check_tool):
+    """Before an encrypted artifact is read: the age tool runs, an identity is given, and (when the manifest lists its
+    ``recipients``) one of the identity's public keys is among them. Raise ``RestoreError`` (``age_missing``,
+    ``no_identity``, ``bad_identity``, ``wrong_identity``) otherwise.
+
+    Returns the public record ``{method, recipients, identity_recipients, matched, recipients_checked}``: fingerprints
+    (``_age.recipient_fingerprint``) of public keys only, never the identity.
+    """
+    if identity is None:
+        raise RestoreError('%s is encrypted with age: give age_identity_file or age_identity_secret (the age identity whose '
+                           'public key the backup was encrypted to); nothing was written' % path, code='no_identity')
+    theirs = [fp for fp in ((manifest or {}).get('recipients') or []) if isinstance(fp, str)]
+    try:
+        check_tool()
+        mine = [_age.recipient_fingerprint(recipient) for recipient in _age.identity_recipients(identity)]
+    except _age.AgeError as exc:
+        raise RestoreError('%s; nothing was written' % exc, code=exc.code) from None
+    matched = [fp for fp in mine if fp in theirs]
+    record = {'method': 'age', 'recipients': theirs, 'identity_recipients': mine, 'matched': matched,
+              'recipients_checked': bool(theirs)}
+    if theirs and not matched:
+        exc = RestoreError('the age identity cannot open %s: the backup was encrypted to recipient(s) %s, the identity\'s public '
+                           'key(s) are %s: give the identity of one of the backup\'s recipients (age_identity_file or '
+                           'age_identity_secret); nothing was written' % (path, ', '.join(theirs), ', '.join(mine)),
+                           code='wrong_identity',
+                           mismatches=[{'kind': 'recipients', 'expected': theirs, 'actual': mine,
+                                        'msg': 'no public key of the identity is a recipient of the artifact'}])
+        exc.partial['encryption'] = record
+        raise exc
+    return record
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,18 +125,20 @@ def photo_verdict(checks, cipher, photo_table, fingerprint_matched=False, table_
 
 
 def key_preflight(key, cipher, artifact=None, manifest=None, photo_table='photo', sample=20, conn=None,
-                  toc_runner=None, full_scan=False, runner=run, clock=time.time):
+                  toc_runner=None, full_scan=False, runner=run, clock=time.time, identity=None):
     """Prove the key before anything is written; raise ``RestoreError`` naming the setting to change.
 
     ``key`` is the 32 raw bytes (``_photo_crypto.parse_key``), ``cipher`` the scheme. ``artifact`` is the result
     of ``_verification.verify_artifact`` (its manifest is used when ``manifest`` is not given); without it only the
     fingerprint is checked. ``sample`` photos are read from the artifact itself and decrypted; 0 skips that.
     ``conn`` is needed for custom archives (pg_restore runs where the client tools are) and ``toc_runner`` for
-    directory archives. ``full_scan`` reads a plain dump to the end (for its COPY counts).
+    directory archives. ``full_scan`` reads a plain dump to the end (for its COPY counts). ``identity`` (the text of an
+    age identity, after ``identity_preflight``) decrypts an encrypted artifact on the way.
 
     Error codes: ``wrong_key``, ``wrong_cipher``, ``no_photos``, ``photo_corrupt``, ``not_encrypted``,
-    ``artifact_unreadable``. Returns ``{fingerprint, fingerprint_checked, cipher_checked, photos_checked,
-    photos_failed, failures, photo_source, seconds, scan}`` (``scan``: the CopyScanner findings or None).
+    ``artifact_unreadable``, and for an encrypted artifact ``wrong_identity``, ``bad_identity``, ``decrypt_failed``.
+    Returns ``{fingerprint, fingerprint_checked, cipher_checked, photos_checked, photos_failed, failures, photo_source,
+    seconds, scan}`` (``scan``: the CopyScanner findings or None).
     """
     started = clock()
     if manifest is None and artifact is not None:
@@ -111,11 +151,18 @@ def key_preflight(key, cipher, artifact=None, manifest=None, photo_table='photo'
     if problem:
         raise _preflight_error(problem[0], problem[1], [problem[2]], result, started, clock)
     if artifact is not None and (sample > 0 or full_scan):
-        samples, scan = read_artifact_photos(artifact, photo_table, sample, conn=conn, toc_runner=toc_runner,
-                                             full_scan=full_scan, runner=runner)
+        try:
+            samples, scan = read_artifact_photos(artifact, photo_table, sample, conn=conn, toc_runner=toc_runner,
+                                                 full_scan=full_scan, runner=runner, identity=identity)
+        except RestoreError as exc:
+            if exc.code in ('wrong_identity', 'bad_identity', 'decrypt_failed'):
+                raise _preflight_error(exc.code, str(exc), [], result, started, clock, cause=exc) from None
+            raise
         result['scan'] = scan
         result['photo_source'] = {'plain': 'the dump\'s COPY block of %s', 'custom': 'pg_restore -a -t %s',
                                   'directory': 'the data file of %s'}[artifact['dump_format']] % photo_table
+        if identity is not None:
+            result['photo_source'] = 'age -d, then ' + result['photo_source']
         if scan.get('sample_columns_missing'):
             raise _preflight_error('no_photos', 'table %s in the artifact has no column %s: set photo_table to the table of the '
                                                 'encrypted photos (columns id and data)'
@@ -137,9 +184,12 @@ def key_preflight(key, cipher, artifact=None, manifest=None, photo_table='photo'
     return result
 
 
-def _preflight_error(code, sentence, mismatches, result, started, clock):
+def _preflight_error(code, sentence, mismatches, result, started, clock, cause=None):
     result['seconds'] = round(clock() - started, 3)
-    exc = RestoreError(sentence + '; nothing was written', code=code, mismatches=mismatches)
+    extra = {}
+    if cause is not None:
+        extra = dict(rc=cause.rc, stderr=cause.stderr, cmd=cause.cmd)
+    exc = RestoreError(sentence + '; nothing was written', code=code, mismatches=mismatches, **extra)
     exc.partial['preflight'] = public_preflight(result)
     return exc
 
@@ -168,10 +218,13 @@ def artifact_refusal(info):
     if info['problems']:
         return 'artifact %s does not verify: %s' % (info['path'], info['problems'][0])
     if info['dump_format'] not in _artifact.DUMP_FORMATS:
-        return 'the format of %s is unknown: restore a .sql, .sql.gz, .sql.zst, .dump or .dir artifact' % info['path']
+        return ('the format of %s is unknown: restore a .sql, .sql.gz, .sql.zst, .dump or .dir artifact (or one of the first '
+                'four with .age after it, encrypted)' % info['path'])
+    if info['dump_format'] == _artifact.DIRECTORY and info.get('encrypted'):
+        return 'the directory archive %s cannot be encrypted with age: restore a plain or custom artifact' % info['path']
     return None
 
 
 def public_artifact(info):
-    keys = ('path', 'manifest_path', 'kind', 'ok', 'problems', 'sha256', 'size', 'dump_format', 'toc_tables')
+    keys = ('path', 'manifest_path', 'kind', 'ok', 'problems', 'sha256', 'size', 'dump_format', 'toc_tables', 'encrypted')
     return dict((key, info.get(key)) for key in keys)

@@ -7,7 +7,9 @@ public API.
 The order is the safety argument, and nothing in it writes until every check before it passed:
 
 1. the artifact verifies (``_verification.verify_artifact``: checksum and manifest; a runbook ``.sql`` without a
-   manifest is accepted as ``kind: runbook``);
+   manifest is accepted as ``kind: runbook``); for an artifact encrypted with age (``.age``) an identity is given and
+   one of its public keys is among the manifest's ``recipients`` (``identity_preflight``), and every later read of it
+   goes through ``age -d`` (no clear file on disk);
 2. the key preflight (``key_preflight``): the key's fingerprint equals the manifest's, and photos read from the
    artifact itself decrypt with it (a plain dump's ``COPY photo`` block, or ``pg_restore -a -t photo -f -`` of an
    archive);
@@ -25,7 +27,7 @@ import functools
 import os
 import time
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _manifest, _verification
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _manifest, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._pg import PsqlSession
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photos import copy_photos
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.commands import (
@@ -40,13 +42,17 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.comman
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.preflight import (
     artifact_refusal,
+    identity_preflight,
     key_preflight,
     public_artifact,
     public_preflight,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.scanner import completeness_problems
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.source import (
+    AGE_SUFFIX,
     artifact_compression,
+    artifact_encrypted,
+    clear_name,
     scan_plain,
     toc_runner_for,
 )
@@ -59,11 +65,14 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
 
 
 class RestoreRequest(object):
-    """What to restore or verify, and how; built from module parameters. ``key`` is the 32 raw bytes."""
+    """What to restore or verify, and how; built from module parameters. ``key`` is the 32 raw bytes; ``identity`` the text
+    of an age identity (``AGE-SECRET-KEY-1...`` lines) for an encrypted artifact, or None. Both are secrets: they reach
+    no result, message or argv (``repr`` leaves them out)."""
 
     def __init__(self, artifact=None, manifest=None, key=None, cipher='aes-256-gcm', verify_only=False, preflight_only=False,
                  clean=True, jobs=2, photo_table='photo', photo_sample=0, preflight_photos=20, analyze=True, preflight_scan=False,
-                 restore_client='auto'):
+                 restore_client='auto', identity=None):
+        self.identity = identity
         self.preflight_scan = preflight_scan
         self.restore_client = restore_client
         self.artifact = artifact.rstrip('/') if artifact else artifact
@@ -78,6 +87,9 @@ class RestoreRequest(object):
         self.photo_sample = photo_sample
         self.preflight_photos = preflight_photos
         self.analyze = analyze
+
+    def __repr__(self):
+        return 'RestoreRequest(artifact=%r, manifest=%r, mode=%r)' % (self.artifact, self.manifest, self.mode)
 
     @property
     def mode(self):
@@ -109,17 +121,22 @@ def _manifest_from_path(path):
 
 
 def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
-    """Artifact verification and the key preflight, read-only; return ``(result_part, artifact_info, manifest, scan)``."""
+    """Artifact verification, the identity of an encrypted artifact and the key preflight, read-only; return
+    ``(result_part, artifact_info, manifest, scan)``. ``artifact_info['encrypted']`` says whether the artifact is read
+    through ``age -d`` (with ``req.identity``)."""
     started = clock()
     part = {}
     info = None
     manifest = None
     toc_runner = None
+    identity = None
     if req.artifact:
         path = req.artifact
-        if is_archive_path(path):
+        # An encrypted archive's table of contents cannot be read on the host (it has no identity, by design).
+        if is_archive_path(path) and not (path.endswith(AGE_SUFFIX) or _age.is_encrypted(path)):
             toc_runner = toc_runner_for(conn, runner)
         info = _verification.verify_artifact(path, toc_runner=toc_runner, require_manifest=False)
+        info['encrypted'] = artifact_encrypted(info)
         part['artifact'] = public_artifact(info)
         refusal = artifact_refusal(info)
         if refusal:
@@ -132,17 +149,26 @@ def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
         part['dump_format'] = info['dump_format']
         if info['dump_format'] == _artifact.PLAIN:
             part['compression'] = artifact_compression(info)
+        if info['encrypted']:
+            try:
+                part['encryption'] = identity_preflight(path, manifest, req.identity)
+            except RestoreError as exc:
+                exc.partial.update(part)
+                exc.partial['timings'] = {'preflight_seconds': round(clock() - started, 3)}
+                raise
+            identity = req.identity
     elif req.manifest:
         manifest = _manifest_from_path(req.manifest)
         part['kind'] = 'manifest'
     part['manifest_path'] = info['manifest_path'] if info and manifest else req.manifest
     if manifest:
         part['manifest'] = dict((k, manifest.get(k)) for k in ('file', 'database', 'dump_format', 'compression', 'started_at',
-                                                               'finished_at', 'row_counts', 'key_fingerprint', 'cipher'))
+                                                               'finished_at', 'row_counts', 'key_fingerprint', 'cipher',
+                                                               'encryption', 'recipients'))
     try:
         key_result = key_preflight(req.key, req.cipher, artifact=info, manifest=manifest, photo_table=req.photo_table,
                                    sample=req.preflight_photos if info else 0, conn=conn, toc_runner=toc_runner,
-                                   full_scan=full_scan, runner=runner, clock=clock)
+                                   full_scan=full_scan, runner=runner, clock=clock, identity=identity)
     except RestoreError as exc:
         exc.partial.update(part)
         exc.partial['timings'] = {'preflight_seconds': round(clock() - started, 3)}
@@ -154,8 +180,9 @@ def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
 
 
 def is_archive_path(path):
-    """A custom or directory archive, read with pg_restore (a plain dump is named .sql, .sql.gz or .sql.zst)."""
-    return os.path.isdir(path) or not path.endswith(('.sql', '.sql.gz', '.sql.zst'))
+    """A custom or directory archive, read with pg_restore (a plain dump is named .sql, .sql.gz or .sql.zst, each with
+    .age after it when encrypted)."""
+    return os.path.isdir(path) or not clear_name(path).endswith(('.sql', '.sql.gz', '.sql.zst'))
 
 
 def archive_client(conn, choice, runner=run):
@@ -197,7 +224,7 @@ class RestoreRun(object):
         try:
             return self._run()
         except RestoreError as exc:
-            raise self._with_partial(exc)
+            raise self._with_partial(_header_damage(exc, exc.partial.get('encryption') or self.result.get('encryption')))
         except TransportError as exc:
             raise self._with_partial(RestoreError(str(exc), code=exc.code, rc=exc.rc, stderr=exc.stderr, cmd=exc.cmd,
                                                   changed=self.result.get('changed', False)))
@@ -224,6 +251,7 @@ class RestoreRun(object):
             if client:
                 result['restore_client'] = client
         part, info, manifest, scan = preflight(self.conn, req, full_scan=full_scan, runner=self.runner, clock=self.clock)
+        identity = req.identity if info and info['encrypted'] else None
         timings['preflight_seconds'] = part.pop('preflight_seconds')
         result.update(part)
         manifest_counts = (manifest or {}).get('row_counts') or {}
@@ -256,9 +284,9 @@ class RestoreRun(object):
         fmt = info['dump_format']
         drops = bool(scan and scan.get('drops'))
         if fmt == _artifact.PLAIN and scan is None:
-            drops = scan_plain(info['path'], result['compression'], full=False)['drops']
+            drops = scan_plain(info['path'], result['compression'], full=False, identity=identity)['drops']
         reset = needs_schema_reset(fmt, req.clean, drops)
-        plan = _describe_plan(self.conn, fmt, req, reset, self.runner)
+        plan = _describe_plan(self.conn, fmt, req, reset, self.runner, encrypted=identity is not None)
         result['restore'] = plan
         if self.check_mode:
             timings['total_seconds'] = self._elapsed()
@@ -267,8 +295,9 @@ class RestoreRun(object):
             elif manifest_counts:
                 result['expected_counts'] = dict(manifest_counts)
             result.update(changed=True, timings=timings,
-                          msg='would restore %s (%s%s) into database %s%s' % (
+                          msg='would restore %s (%s%s%s) into database %s%s' % (
                               info['path'], fmt, ', runbook dump' if info['kind'] == _verification.KIND_RUNBOOK else '',
+                              ', decrypted by age' if identity is not None else '',
                               target['database'],
                               ', dropping and recreating the public schema first' if reset else
                               (', dropping the objects of the dump first' if req.clean or fmt == _artifact.PLAIN else '')))
@@ -280,12 +309,14 @@ class RestoreRun(object):
             if fmt == _artifact.PLAIN:
                 prologue = schema_reset_sql(target['server_version_num']).encode('utf-8') if reset else b''
                 stream = restore_plain(self.conn, info['path'], result['compression'], prologue=prologue, manifest_counts=manifest_counts,
-                                       runner=self.runner)
+                                       runner=self.runner, identity=identity)
                 dump_counts = stream['counts']
                 result['dump'] = dict((k, v) for k, v in stream.items() if k not in ('samples', 'sample_errors', 'argv'))
             else:
-                executed = restore_archive(self.conn, info['path'], fmt, req.clean, req.jobs, runner=self.runner)
+                executed = restore_archive(self.conn, info['path'], fmt, req.clean, req.jobs, runner=self.runner, identity=identity)
                 plan['argv'] = executed['argv']
+                if 'decrypt' in executed:
+                    plan['decrypt'] = executed['decrypt']
         finally:
             timings['restore_seconds'] = round(self.clock() - t0, 3)
         result['changed'] = True
@@ -315,23 +346,49 @@ class RestoreRun(object):
         return result
 
 
+def _header_damage(exc, encryption):
+    """age says "no identity matched" also when a recipient stanza of the header is damaged: when the identity's public key is
+    one of the manifest's recipients, that is what happened (``decrypt_failed``, not ``wrong_identity``)."""
+    if exc.code != 'wrong_identity' or not (encryption or {}).get('matched'):
+        return exc
+    damaged = RestoreError('the age header of the artifact is damaged: age finds no recipient stanza it can open although the '
+                           'identity\'s public key %s is one of the backup\'s recipients: use another backup or its offsite '
+                           'copy%s' % (', '.join(encryption['matched']), '' if exc.changed else '; nothing was written'),
+                           code='decrypt_failed',
+                           mismatches=exc.mismatches, changed=exc.changed, rc=exc.rc, cmd=exc.cmd)
+    damaged.partial = exc.partial
+    return damaged
+
+
 def _looks_like_runbook(path):
     return path.endswith('.sql') and not os.path.exists(_artifact.manifest_path(path))
 
 
-def _describe_plan(conn, fmt, req, reset, runner):
+# How the plan names the identity's pipe (its descriptor number is known only when age starts).
+IDENTITY_PIPE_PLACEHOLDER = '/dev/fd/<identity pipe>'
+
+
+def _describe_plan(conn, fmt, req, reset, runner, encrypted=False):
     if fmt == _artifact.PLAIN:
-        return {'method': 'psql', 'argv': plain_restore_argv(conn, runner), 'single_transaction': True,
+        plan = {'method': 'psql', 'argv': plain_restore_argv(conn, runner), 'single_transaction': True,
                 'schema_reset': reset, 'jobs': 1}
-    plan = archive_restore_plan(conn.transport, fmt, req.clean, req.jobs)
-    where = '<temp dir in the container>/archive' if plan['source'] == 'copy' else req.artifact
-    return {'method': 'pg_restore', 'argv': archive_restore_argv(conn, plan, where, runner), 'single_transaction': plan['single_transaction'],
-            'schema_reset': False, 'jobs': plan['jobs'], 'source': plan['source']}
+    else:
+        archive = archive_restore_plan(conn.transport, fmt, req.clean, req.jobs, encrypted=encrypted)
+        where = '<temp dir in the container>/archive' if archive['source'] == 'copy' else req.artifact
+        plan = {'method': 'pg_restore', 'argv': archive_restore_argv(conn, archive, where, runner),
+                'single_transaction': archive['single_transaction'], 'schema_reset': False, 'jobs': archive['jobs'],
+                'source': archive['source']}
+    if encrypted:
+        plan['decrypt'] = _age.decrypt_argv(IDENTITY_PIPE_PLACEHOLDER, req.artifact)
+    return plan
 
 
 def _preflight_message(req, result):
     pre = result['preflight']
     parts = ['artifact %s verifies' % req.artifact]
+    encryption = result.get('encryption')
+    if encryption:
+        parts.append('the age identity is %s' % ('one of its recipients' if encryption['recipients_checked'] else 'given'))
     if pre['fingerprint_checked']:
         parts.append('encryption_key matches the manifest\'s fingerprint')
     if pre['photos_checked']:

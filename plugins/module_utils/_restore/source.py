@@ -4,16 +4,21 @@
 """Reading artifacts: the bytes of a plain dump, a custom or a directory archive, streamed from files, decompressors
 and pg_restore, and where pg_restore reads an archive over the compose transport. Internal to fleet_telemetry.dr;
 not a public API.
+
+An artifact encrypted with age (its name ends in ``.age``) is read through ``age -d -i /dev/fd/N`` (the identity on an
+anonymous pipe, ``_age.IdentityPipe``) whose stdout is the stdin of the decompressor or of ``pg_restore``: two processes
+connected by an OS pipe, no clear file on disk (``StreamSource`` with ``identity``).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import tempfile
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _artifact, _verification
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import toc_runner_for as _backup_toc_runner
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import Commands as ComposeCommands
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._compose_commands import ComposeProject, compose_config, compose_files
@@ -28,10 +33,23 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
     widen_pipe,
 )
 
+AGE_SUFFIX = '.age'
 GZIP_MAGIC = b'\x1f\x8b'
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 LZ4_MAGIC = b'\x04\x22\x4d\x18'
 _TOC_COPY_RE = re.compile(br'COPY [^\n\x00]{1,1000}? FROM stdin;')
+
+
+def clear_name(path):
+    """The name of an artifact without its ``.age`` suffix (``backup.sql.zst.age`` -> ``backup.sql.zst``)."""
+    path = path.rstrip('/') or path
+    return path[:-len(AGE_SUFFIX)] if path.endswith(AGE_SUFFIX) else path
+
+
+def artifact_encrypted(info):
+    """Whether a ``verify_artifact`` result is an age-encrypted artifact: its result, its manifest or its name says so."""
+    manifest = info.get('manifest') or {}
+    return bool(info.get('encrypted')) or manifest.get('encryption') == 'age' or info['path'].endswith(AGE_SUFFIX)
 
 
 def detect_compression(path):
@@ -47,97 +65,209 @@ def detect_compression(path):
     return 'none'
 
 
+def compression_from_name(path):
+    """The compression a plain dump's name says (``.sql.zst[.age]`` -> ``zstd``), or None when it says none."""
+    name = clear_name(path)
+    for suffix, compression in (('.sql.gz', 'gzip'), ('.sql.zst', 'zstd'), ('.sql', 'none')):
+        if name.endswith(suffix):
+            return compression
+    return None
+
+
 def decompress_argv(compression, path):
-    """The host command that writes the decompressed file to stdout, or None for an uncompressed file."""
+    """The host command that writes the decompressed file to stdout, or None for an uncompressed file.
+
+    With ``path`` None the command reads its standard input (the output of ``age -d``).
+    """
     if compression in (None, 'none'):
         return None
+    tail = [] if path is None else [path]
     if compression == 'gzip':
-        return ['gzip', '-dc', '--', path]
+        return ['gzip', '-dc'] + (['--'] + tail if tail else [])
     if compression == 'zstd':
-        return ['zstd', '-dcq', '--', path]
+        return ['zstd', '-dcq'] + (['--'] + tail if tail else [])
     if compression == 'lz4':
-        return ['lz4', '-dcq', path]
+        return ['lz4', '-dcq'] + tail
     raise TransportError('compression %s is not supported' % compression, code='bad_option')
+
+
+def _age_missing(binary):
+    return RestoreError('the age tool (%s) is not installed or does not run: %s' % (binary, _age.INSTALL_HINT), code='age_missing')
+
+
+def start_decrypt(path, identity, stdout=subprocess.PIPE, age_binary='age'):
+    """Start ``age -d -i /dev/fd/N path`` with the identity on an anonymous pipe; return ``(proc, argv, stderr file)``.
+
+    The identity never reaches argv, the environment or the disk; the caller reads (or hands on) ``proc.stdout`` and
+    closes the stderr file.
+    """
+    err = tempfile.TemporaryFile()
+    try:
+        with _age.IdentityPipe(identity) as pipe:
+            argv = _age.decrypt_argv(pipe.argv_path, path, binary=age_binary)
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, pass_fds=(pipe.fd,))
+            except FileNotFoundError:
+                raise _age_missing(age_binary) from None
+    except _age.AgeError as exc:
+        err.close()
+        raise RestoreError(str(exc), code=exc.code) from None
+    except BaseException:
+        err.close()
+        raise
+    return proc, argv, err
+
+
+def decrypt_failed(rc, err):
+    """Whether ``age -d`` failed by itself (not because its reader went away: SIGPIPE or a broken pipe)."""
+    if rc == 0:
+        return False
+    return rc != -signal.SIGPIPE and 'broken pipe' not in (err or '').lower()
+
+
+def decrypt_error(prefix, rc, err, argv, **kwargs):
+    """The ``RestoreError`` of a failed ``age -d``: ``wrong_identity``, ``bad_identity`` or ``decrypt_failed``.
+
+    age's stderr is kept only for ``decrypt_failed``: about an identity it may echo what it read.
+    """
+    code, sentence = _age.classify_stderr(err)
+    return RestoreError('%s%s' % (prefix, sentence), code=code, rc=rc, stderr=(err or '')[-4000:] if code == 'decrypt_failed' else None,
+                        cmd=argv, **kwargs)
 
 
 class StreamSource(object):
     """The bytes of a file, or of a process's stdout (optionally fed a file on stdin), read in chunks.
 
-    ``close(complete)`` checks the exit code when the stream was read to the end, and kills the process
-    otherwise (an early stop is not a failure).
+    With ``identity`` (the text of an age identity) ``path`` is encrypted: ``age -d`` decrypts it, and ``argv`` (if
+    any) reads age's output on its stdin; ``stdin_path`` is not used then. ``close(complete)`` checks the exit codes
+    when the stream was read to the end, and kills the processes otherwise (an early stop is not a failure).
+    ``failed`` then says which stage failed: ``decrypt`` (age) or ``read`` (the decompressor or pg_restore).
     """
 
-    def __init__(self, argv=None, path=None, stdin_path=None, env=None, what=None):
+    def __init__(self, argv=None, path=None, stdin_path=None, env=None, what=None, identity=None, age_binary='age'):
         self.argv = argv
-        self.what = what or (argv[0] if argv else path)
-        self._err = None
+        self.what = what or (argv[0] if argv else ('age -d' if identity is not None else path))
+        self.stages = []
+        self.decrypting = identity is not None
+        self.failed = None
+        self.failed_argv = None
         self._stdin = None
         self.proc = None
         self.file = None
-        if argv is None:
+        if argv is None and identity is None:
             self.file = open(path, 'rb')
             self.read = self.file.read
             return
-        self._err = tempfile.TemporaryFile()
         try:
-            self._stdin = open(stdin_path, 'rb') if stdin_path else subprocess.DEVNULL
-            self.proc = subprocess.Popen(argv, stdin=self._stdin, stdout=subprocess.PIPE, stderr=self._err, env=env)
-        except FileNotFoundError:
-            self._cleanup()
-            raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv)
+            upstream = None
+            if identity is not None:
+                upstream, age_argv, age_err = start_decrypt(path, identity, age_binary=age_binary)
+                self.stages.append((age_argv, upstream, age_err))
+                stdin = widen_pipe(upstream.stdout)
+            if argv is not None:
+                if upstream is None:
+                    self._stdin = stdin = open(stdin_path, 'rb') if stdin_path else subprocess.DEVNULL
+                err = tempfile.TemporaryFile()
+                try:
+                    proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=err, env=env)
+                except FileNotFoundError:
+                    err.close()
+                    raise TransportError('%s is not installed or not on PATH' % argv[0], code='missing_binary', cmd=argv) from None
+                except BaseException:
+                    err.close()
+                    raise
+                self.stages.append((argv, proc, err))
+                if upstream is not None:
+                    # age's output now belongs to the reader alone: it sees EOF, age sees the reader go.
+                    upstream.stdout.close()
         except BaseException:
-            self._cleanup()
+            self._abort()
             raise
+        self.proc = self.stages[-1][1]
         self.read = widen_pipe(self.proc.stdout).read
 
+    def _abort(self):
+        for dummy, proc, dummy_err in self.stages:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        self._cleanup()
+
     def _cleanup(self):
-        if self._err is not None:
-            self._err.close()
+        for dummy, dummy_proc, err in self.stages:
+            err.close()
         if self._stdin not in (None, subprocess.DEVNULL):
             self._stdin.close()
+            self._stdin = None
 
     def close(self, complete=True):
-        """Return ``(rc, stderr)``; rc is 0 for a file or a process stopped early on purpose."""
-        if self.proc is None:
+        """Return ``(rc, stderr)`` of the stage that failed (age's own failure first); rc is 0 for a file, for processes
+        that all succeeded, or for processes stopped early on purpose."""
+        if not self.stages:
             self.file.close()
             return 0, ''
-        if not complete and self.proc.poll() is None:
-            self.proc.kill()
+        if not complete:
+            for dummy, proc, dummy_err in self.stages:
+                if proc.poll() is None:
+                    proc.kill()
         self.proc.stdout.close()
-        rc = self.proc.wait()
-        self._err.seek(0)
-        err = self._err.read().decode('utf-8', 'replace')
+        outcomes = []
+        for argv, proc, err in self.stages:
+            rc = proc.wait()
+            err.seek(0)
+            outcomes.append((argv, rc, err.read().decode('utf-8', 'replace')))
         self._cleanup()
-        return (rc if complete else 0), err
+        if not complete:
+            return 0, ''
+        readers = outcomes[1:] if self.decrypting else outcomes
+        if self.decrypting and decrypt_failed(outcomes[0][1], outcomes[0][2]):
+            self.failed, self.failed_argv = 'decrypt', outcomes[0][0]
+            return outcomes[0][1], outcomes[0][2]
+        for argv, rc, err in readers:
+            if rc != 0:
+                self.failed, self.failed_argv = 'read', argv
+                return rc, err
+        return 0, ''
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.stages:
+            for dummy, proc, dummy_err in self.stages:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if proc.stdout is not None and not proc.stdout.closed:
+                    proc.stdout.close()
         if self.file is not None:
             self.file.close()
         self._cleanup()
 
 
 def _stream_failure(source, rc, err, what):
+    if source.failed == 'decrypt':
+        return decrypt_error('', rc, err, source.failed_argv)
     lines = [line.strip() for line in (err or '').splitlines() if line.strip()]
     detail = lines[-1] if lines else 'exit code %s' % rc
     return RestoreError('%s failed while reading the artifact: %s' % (what, detail), code='artifact_unreadable',
-                        rc=rc, stderr=(err or '')[-4000:], cmd=source.argv)
+                        rc=rc, stderr=(err or '')[-4000:], cmd=source.failed_argv or source.argv)
 
 
-def scan_plain(path, compression, sample_table=None, sample_limit=0, full=True, chunk_size=CHUNK_SIZE):
-    """Scan a plain dump (``none``/``gzip``/``zstd``), streamed; return ``CopyScanner.finish()`` plus ``read_to_end``."""
+def scan_plain(path, compression, sample_table=None, sample_limit=0, full=True, chunk_size=CHUNK_SIZE, identity=None):
+    """Scan a plain dump (``none``/``gzip``/``zstd``), streamed; return ``CopyScanner.finish()`` plus ``read_to_end``.
+
+    With ``identity`` the file is age-encrypted: ``age -d`` decrypts it into the decompressor.
+    """
     scanner = CopyScanner(sample_table, sample_limit)
-    argv = decompress_argv(compression, path)
-    with StreamSource(argv=argv, path=path, what=argv[0] if argv else None) as source:
+    argv = decompress_argv(compression, None if identity is not None else path)
+    with StreamSource(argv=argv, path=path, what=argv[0] if argv else None, identity=identity) as source:
         at_end = scan_reader(source.read, scanner, stop_when_sampled=not full, chunk_size=chunk_size)
         rc, err = source.close(complete=at_end)
     if rc != 0:
-        raise _stream_failure(source, rc, err, '%s -d' % argv[0])
+        raise _stream_failure(source, rc, err, '%s -d' % (argv[0] if argv else 'age'))
     result = scanner.finish()
     result['read_to_end'] = at_end
     return result
@@ -151,24 +281,33 @@ def _table_selectors(table):
     return ['-t', table]
 
 
-def table_data_argv(conn, path, table, runner=run):
-    """``pg_restore -a -t <table> -f -``: the table's data as plain text, read where the client tools are.
+def table_data_argv(conn, path, table, runner=run, stdin=False):
+    """``pg_restore -a -t <table> -f -``: the table's data as plain text, read where the client tools are; returns
+    ``(argv, path pg_restore reads on stdin or None)``.
 
     Over compose the archive goes to the container's pg_restore on stdin (``docker exec -i``); the
-    ``-d`` of ``client_argv`` must not be used here, pg_restore would restore instead of printing.
+    ``-d`` of ``client_argv`` must not be used here, pg_restore would restore instead of printing. ``stdin`` makes
+    the host's pg_restore read stdin too (an encrypted archive comes out of ``age -d``, which cannot seek).
     """
     args = ['-a'] + _table_selectors(table) + ['-f', '-']
     if conn.transport == 'compose':
         return tools_prefix(conn, runner) + ['pg_restore'] + args, path
     binary = os.path.join(conn.bin_dir, 'pg_restore') if conn.bin_dir else 'pg_restore'
+    if stdin:
+        return [binary] + args, path
     return [binary] + args + [path], None
 
 
-def scan_custom_table(conn, path, table, sample_limit, runner=run, chunk_size=CHUNK_SIZE):
-    """Sample ``table`` of a custom archive through ``pg_restore -a -t table -f -``, streamed and stopped early."""
-    argv, stdin_path = table_data_argv(conn, path, table, runner)
+def scan_custom_table(conn, path, table, sample_limit, runner=run, chunk_size=CHUNK_SIZE, identity=None):
+    """Sample ``table`` of a custom archive through ``pg_restore -a -t table -f -``, streamed and stopped early.
+
+    With ``identity`` the archive is age-encrypted: ``age -d`` decrypts it into pg_restore's stdin.
+    """
+    encrypted = identity is not None
+    argv, stdin_path = table_data_argv(conn, path, table, runner, stdin=encrypted)
     scanner = CopyScanner(table, sample_limit)
-    with StreamSource(argv=argv, stdin_path=stdin_path, env=client_env(conn), what='pg_restore') as source:
+    with StreamSource(argv=argv, path=path if encrypted else None, stdin_path=None if encrypted else stdin_path, env=client_env(conn),
+                      what='pg_restore', identity=identity) as source:
         at_end = scan_reader(source.read, scanner, stop_when_sampled=True, chunk_size=chunk_size)
         rc, err = source.close(complete=at_end)
     if rc != 0:
@@ -239,32 +378,35 @@ def scan_directory_table(directory, table, sample_limit, toc_runner, chunk_size=
     return scanner.finish()
 
 
-def read_artifact_photos(artifact, photo_table, sample, conn=None, toc_runner=None, full_scan=False, runner=run):
+def read_artifact_photos(artifact, photo_table, sample, conn=None, toc_runner=None, full_scan=False, runner=run, identity=None):
     """Photos read from the artifact itself: ``(samples, scan)``; ``artifact`` is a ``verify_artifact`` result.
 
     A plain dump is streamed (and decompressed) on the host; ``full_scan`` reads it to the end to count every
     COPY block (a runbook dump's expected counts). Custom archives go through ``pg_restore -a -t`` over the
-    transport; directory archives through their table of contents and the table's data file.
+    transport; directory archives through their table of contents and the table's data file. ``identity`` (the
+    text of an age identity) decrypts an encrypted artifact on the way (``age -d``).
     """
     fmt = artifact['dump_format']
     path = artifact['path']
     if fmt == _artifact.PLAIN:
-        scan = scan_plain(path, artifact_compression(artifact), photo_table, sample, full=full_scan)
+        scan = scan_plain(path, artifact_compression(artifact), photo_table, sample, full=full_scan, identity=identity)
     elif fmt == _artifact.CUSTOM:
-        scan = scan_custom_table(conn, path, photo_table, sample, runner=runner)
-    elif fmt == _artifact.DIRECTORY:
+        scan = scan_custom_table(conn, path, photo_table, sample, runner=runner, identity=identity)
+    elif fmt == _artifact.DIRECTORY and identity is None:
         scan = scan_directory_table(path, photo_table, sample, toc_runner)
     else:
-        raise RestoreError('the format of %s is unknown: name it .sql, .sql.gz, .sql.zst, .dump or .dir, or restore it '
-                           'with its manifest' % path, code='artifact_invalid')
+        raise RestoreError('the format of %s is unknown: name it .sql, .sql.gz, .sql.zst, .dump or .dir (with .age after it '
+                           'when encrypted), or restore it with its manifest' % path, code='artifact_invalid')
     return scan['samples'], scan
 
 
 def artifact_compression(artifact):
-    """The compression of a plain dump: the manifest's, else from the magic bytes."""
+    """The compression of a plain dump: the manifest's, else the name's for an encrypted one, else from the magic bytes."""
     manifest = artifact.get('manifest') or {}
     if manifest.get('compression') in _artifact.COMPRESSIONS:
         return manifest['compression']
+    if artifact_encrypted(artifact):
+        return compression_from_name(artifact['path']) or 'none'
     return detect_compression(artifact['path'])
 
 

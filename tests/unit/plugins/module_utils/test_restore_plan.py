@@ -296,3 +296,20 @@ def test_report_names_the_offsite_source():
 
 def test_report_of_a_local_restore_has_no_source():
     assert 'source' not in rp.build_report(results(), STARTED)['data']
+
+
+def test_secret_sources_name_the_vault_without_a_secret_looking_key():
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import secret_keys
+    result = {'key_source': {'from': 'secrets_manager', 'secret_id': 'fleet/prod/key', 'version_id': 'v2',
+                             'stages': ['AWSPREVIOUS'], 'fingerprint': 'v1:abcdef0123456789', 'tried': [{'version_id': 'v3'}]},
+              'identity_source': {'from': 'file', 'path': '/root/id.txt', 'recipients': ['sha256:0123456789abcdef']}}
+    sources = rp.secret_sources(result)
+    assert sources == {'key_source': {'from': 'secrets_manager', 'vault': 'fleet/prod/key', 'version_id': 'v2',
+                                      'stages': ['AWSPREVIOUS'], 'fingerprint': 'v1:abcdef0123456789'},
+                       'identity_source': {'from': 'file', 'path': '/root/id.txt', 'recipients': ['sha256:0123456789abcdef']}}
+    assert secret_keys(sources) == []
+
+
+def test_secret_sources_of_a_step_that_did_not_run_are_empty():
+    assert rp.secret_sources({'skipped': True, 'key_source': {'from': 'option'}}) == {}
+    assert rp.secret_sources(None) == {}

@@ -48,7 +48,7 @@ _MAX_HEADER = 1024 * 1024
 # The payload: a 16-byte nonce, then at least one chunk with its 16-byte tag.
 _MIN_PAYLOAD = 32
 # An identity pipe is filled before the reader starts: it must fit in the pipe buffer.
-_MAX_IDENTITY_BYTES = 60000
+MAX_IDENTITY_BYTES = 60000
 _B64_LINE_RE = re.compile(br'\A[A-Za-z0-9+/]*\Z')
 _ARG_RE = re.compile(br'\A[\x21-\x7e]+\Z')
 
@@ -258,7 +258,7 @@ class IdentityPipe(object):
 
     def __init__(self, text):
         data = text.encode('utf-8') if isinstance(text, str) else bytes(text)
-        if len(data) > _MAX_IDENTITY_BYTES:
+        if len(data) > MAX_IDENTITY_BYTES:
             raise AgeError('the age identity is %d bytes; an identity file is a few lines' % len(data), code='bad_identity')
         self.fd, write_fd = os.pipe()
         try:

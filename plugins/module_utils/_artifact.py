@@ -104,6 +104,12 @@ def _check_choice(value, choices, what):
         raise ValueError('%s %r is not supported; choose one of %s' % (what, value, ', '.join(choices)))
 
 
+def clear_name(path):
+    """The name of an artifact without its ``.age`` suffix (``backup.sql.zst.age`` -> ``backup.sql.zst``)."""
+    path = path.rstrip('/') or path
+    return path[:-len(ENCRYPTED_SUFFIX)] if path.endswith(ENCRYPTED_SUFFIX) else path
+
+
 def artifact_extension(dump_format, compression='none', encrypted=False):
     """Return the file name extension of an artifact: ``.sql``, ``.sql.gz``, ``.sql.zst``, ``.dump`` or ``.dir``.
 

@@ -125,9 +125,10 @@ def _guess_compression(path):
     return 'none' if path.endswith('.sql') else None
 
 
-def _is_encrypted_artifact(path, manifest, is_dir):
-    """The manifest says whether the artifact is encrypted; without one, its name (``.age``) or its first bytes do."""
-    if is_dir:
+def is_encrypted_artifact(path, manifest=None):
+    """Whether the artifact at ``path`` is age-encrypted: its manifest says so; without one, its name (``.age``) or its
+    first bytes do. The one answer to that question for the backup's verification and the restore."""
+    if os.path.isdir(path):
         return False
     if manifest is not None:
         return manifest.get('encryption') == 'age'
@@ -183,7 +184,7 @@ def verify_artifact(path, toc_runner=None, require_manifest=True, chunk_size=CHU
         result['encrypted'] = bool(manifest and manifest.get('encryption') == 'age')
         problems.insert(0, 'file missing: %s does not exist' % path)
         return result
-    encrypted = result['encrypted'] = _is_encrypted_artifact(path, manifest, is_dir)
+    encrypted = result['encrypted'] = is_encrypted_artifact(path, manifest)
 
     dump_format = manifest.get('dump_format') if manifest and manifest.get('dump_format') in DUMP_FORMATS else _guess_format(path, is_dir)
     result['dump_format'] = dump_format

@@ -136,7 +136,7 @@ EXAMPLES = r"""
   fleet_telemetry.dr.key_escrow:
     secret_id: fleet/prod/encryption-key
     create: false
-    manifest: "{{ fleet_dr_last_backup.manifest_path }}"
+    manifest: "{{ fleet_dr_last_backup.path }}"
     transport: direct
     db_host: db.internal
     db_password: "{{ vault_db_password }}"
@@ -235,10 +235,10 @@ error_code:
   type: str
 """
 
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import HAS_BOTO3
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._escrow.client import secretsmanager_client
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._escrow.errors import EscrowError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._escrow.prove import EscrowRequest, photo_check, run_escrow
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
@@ -247,9 +247,6 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import 
     encryption_key_argument_spec,
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._results import fail_with, keep_result_as_built, timed
-
-# botocore settings of the Secrets Manager client: fail fast on an unreachable endpoint, a few standard retries.
-CLIENT_CONFIG = {'connect_timeout': 10, 'read_timeout': 30, 'retries': {'mode': 'standard', 'max_attempts': 3}}
 
 
 def argument_spec():
@@ -292,10 +289,7 @@ def main():
                                 kms_key_id=params['kms_key_id'], description=params['description'], create=params['create'],
                                 prove=params['prove'], manifest=params['manifest'], cipher=params['cipher'])
         checker = photo_checker(params)
-        if not HAS_BOTO3:
-            raise EscrowError('key_escrow needs the Python libraries boto3 and botocore on the host that runs it: install '
-                              'them (pip install boto3, or the python3-boto3 package)', code='boto3_missing')
-        client = module.client('secretsmanager', config=CLIENT_CONFIG)
+        client = secretsmanager_client(module)
         result = run_escrow(client, request, photo_checker=checker, check_mode=module.check_mode,
                             photo_table=params['photo_table'])
     except FleetDrError as exc:

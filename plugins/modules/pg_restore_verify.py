@@ -422,6 +422,7 @@ timings:
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._escrow.client import secretsmanager_client
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
     CONNECTION_REQUIRED_IF,
     connection_argument_spec,
@@ -489,11 +490,12 @@ def main():
         problem = option_problem(params)
         if problem:
             raise FleetDrError(problem, code='bad_option')
-        client = _secrets.lazy_client(lambda: module.client('secretsmanager'))
+        client = _secrets.lazy_client(lambda: secretsmanager_client(module))
         manifest = _secrets.manifest_for(params['artifact'], params['manifest'])
         key, sources['key_source'] = _secrets.resolve_key(params, client, manifest)
         identity, sources['identity_source'], warnings = _secrets.resolve_identity(
             params, client, manifest, needed=_secrets.encrypted(params['artifact'], manifest))
+        module.no_log_values.update(_secrets.masked_forms(key, identity))
         for warning in warnings:
             module.warn(warning)
         request = RestoreRequest(

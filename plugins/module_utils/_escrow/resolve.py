@@ -116,6 +116,7 @@ def _resolve(client, secret_id, wanted, reader):
         try:
             version, secret, fingerprints = _read(client, secret_id, reader, version_id=listed['version_id'], listed=listed)
         except EscrowError as exc:
+            # A version this role may not read (its KMS key, say) is listed as such; another may still match.
             if exc.code == 'vault_unreachable':
                 raise
             tried.append(_tried(listed, problem=exc.code))

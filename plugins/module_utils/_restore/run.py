@@ -49,10 +49,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.prefli
 )
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.scanner import completeness_problems
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.source import (
-    AGE_SUFFIX,
     artifact_compression,
-    artifact_encrypted,
-    clear_name,
     scan_plain,
     toc_runner_for,
 )
@@ -133,10 +130,9 @@ def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
     if req.artifact:
         path = req.artifact
         # An encrypted archive's table of contents cannot be read on the host (it has no identity, by design).
-        if is_archive_path(path) and not (path.endswith(AGE_SUFFIX) or _age.is_encrypted(path)):
+        if is_archive_path(path) and not _verification.is_encrypted_artifact(path):
             toc_runner = toc_runner_for(conn, runner)
         info = _verification.verify_artifact(path, toc_runner=toc_runner, require_manifest=False)
-        info['encrypted'] = artifact_encrypted(info)
         part['artifact'] = public_artifact(info)
         refusal = artifact_refusal(info)
         if refusal:
@@ -182,7 +178,7 @@ def preflight(conn, req, full_scan=False, runner=run, clock=time.time):
 def is_archive_path(path):
     """A custom or directory archive, read with pg_restore (a plain dump is named .sql, .sql.gz or .sql.zst, each with
     .age after it when encrypted)."""
-    return os.path.isdir(path) or not clear_name(path).endswith(('.sql', '.sql.gz', '.sql.zst'))
+    return os.path.isdir(path) or not _artifact.clear_name(path).endswith(('.sql', '.sql.gz', '.sql.zst'))
 
 
 def archive_client(conn, choice, runner=run):

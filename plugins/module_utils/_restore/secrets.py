@@ -13,15 +13,14 @@ made only when a ``*_secret`` option is used (``client_factory``), and the vault
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _manifest
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _age, _artifact, _manifest, _verification
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._photo_crypto import PhotoCryptoError, key_fingerprint, parse_key
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.errors import RestoreError
 
-# An identity file is a few lines; a bigger file is not one.
-MAX_IDENTITY_FILE = 64 * 1024
 _SOURCE_KEYS = ('secret_id', 'version_id', 'stages', 'fingerprint', 'tried', 'recipients')
 
 
@@ -50,10 +49,8 @@ def manifest_for(artifact=None, manifest=None):
 
 
 def encrypted(artifact, manifest):
-    """Whether the artifact must be read through ``age -d``: its manifest or its name says so."""
-    if not artifact:
-        return False
-    return (manifest or {}).get('encryption') == 'age' or artifact.rstrip('/').endswith('.age')
+    """Whether the artifact must be read through ``age -d`` (``_verification.is_encrypted_artifact``)."""
+    return bool(artifact) and _verification.is_encrypted_artifact(artifact, manifest)
 
 
 def resolve_key(params, client_factory, manifest):
@@ -92,12 +89,12 @@ def read_identity_file(path):
             raise RestoreError('age_identity_file %s is not a file: give the identity file age-keygen wrote' % path,
                                code='no_identity')
         with open(path, 'rb') as handle:
-            data = handle.read(MAX_IDENTITY_FILE + 1)
+            data = handle.read(_age.MAX_IDENTITY_BYTES + 1)
     except OSError as exc:
         raise RestoreError('age_identity_file %s cannot be read (%s): give the path of the identity file age-keygen wrote, '
                            'readable by the user that runs the restore' % (path, exc.strerror or exc), code='no_identity') from None
-    if len(data) > MAX_IDENTITY_FILE:
-        raise RestoreError('age_identity_file %s is larger than %d bytes: it is not an age identity file' % (path, MAX_IDENTITY_FILE),
+    if len(data) > _age.MAX_IDENTITY_BYTES:
+        raise RestoreError('age_identity_file %s is larger than %d bytes: it is not an age identity file' % (path, _age.MAX_IDENTITY_BYTES),
                            code='bad_identity')
     try:
         text = data.decode('utf-8')
@@ -142,6 +139,19 @@ def resolve_identity(params, client_factory, manifest, needed=True):
     source.update(_public(info))
     source['recipients'] = _identity_fingerprints(text, 'the age identity in secret %s' % secret_id)
     return text, source, []
+
+
+def masked_forms(key=None, identity=None):
+    """The spellings of a key and an identity read from a vault or a file, for the module's ``no_log_values``: should a
+    later bug put one in a result, Ansible masks it."""
+    forms = set()
+    if key:
+        forms.update((key.hex(), key.hex().upper(), base64.b64encode(key).decode('ascii'),
+                      base64.urlsafe_b64encode(key).decode('ascii')))
+    for line in (identity or '').splitlines():
+        if line.strip().upper().startswith('AGE-SECRET-KEY-'):
+            forms.update((line.strip(), line.strip().lower()))
+    return forms
 
 
 def lazy_client(make):

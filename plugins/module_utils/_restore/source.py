@@ -33,23 +33,17 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport impo
     widen_pipe,
 )
 
-AGE_SUFFIX = '.age'
 GZIP_MAGIC = b'\x1f\x8b'
 ZSTD_MAGIC = b'\x28\xb5\x2f\xfd'
 LZ4_MAGIC = b'\x04\x22\x4d\x18'
 _TOC_COPY_RE = re.compile(br'COPY [^\n\x00]{1,1000}? FROM stdin;')
 
 
-def clear_name(path):
-    """The name of an artifact without its ``.age`` suffix (``backup.sql.zst.age`` -> ``backup.sql.zst``)."""
-    path = path.rstrip('/') or path
-    return path[:-len(AGE_SUFFIX)] if path.endswith(AGE_SUFFIX) else path
-
-
 def artifact_encrypted(info):
-    """Whether a ``verify_artifact`` result is an age-encrypted artifact: its result, its manifest or its name says so."""
-    manifest = info.get('manifest') or {}
-    return bool(info.get('encrypted')) or manifest.get('encryption') == 'age' or info['path'].endswith(AGE_SUFFIX)
+    """Whether a ``verify_artifact`` result is an age-encrypted artifact (``_verification.is_encrypted_artifact``)."""
+    if 'encrypted' in info:
+        return bool(info['encrypted'])
+    return _verification.is_encrypted_artifact(info['path'], info.get('manifest'))
 
 
 def detect_compression(path):
@@ -67,7 +61,7 @@ def detect_compression(path):
 
 def compression_from_name(path):
     """The compression a plain dump's name says (``.sql.zst[.age]`` -> ``zstd``), or None when it says none."""
-    name = clear_name(path)
+    name = _artifact.clear_name(path)
     for suffix, compression in (('.sql.gz', 'gzip'), ('.sql.zst', 'zstd'), ('.sql', 'none')):
         if name.endswith(suffix):
             return compression

@@ -536,3 +536,16 @@ def test_check_mode_plan_of_an_encrypted_custom_archive(fake_bin, ident, monkeyp
     assert result['preflight']['photos_checked'] == 2
     assert result['artifact']['toc_tables'] is None
     assert not (fake_bin / 'received').exists()
+
+
+def test_masked_forms_cover_every_spelling_of_the_key_and_the_identity_lines():
+    import base64
+
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils._restore.secrets import masked_forms
+    key = bytes(range(32))
+    identity = '# created: 2026-12-07\n# public key: age1xyz\nAGE-SECRET-KEY-1ABCDEF\n'
+    forms = masked_forms(key, identity)
+    assert {key.hex(), key.hex().upper(), base64.b64encode(key).decode(), base64.urlsafe_b64encode(key).decode()} <= forms
+    assert {'AGE-SECRET-KEY-1ABCDEF', 'age-secret-key-1abcdef'} <= forms
+    assert not [form for form in forms if 'public key' in form]
+    assert masked_forms() == set()

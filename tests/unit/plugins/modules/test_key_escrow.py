@@ -15,6 +15,7 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._escrow import client as escrow_client
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _pg
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _photo_crypto as pc
 from ansible_collections.fleet_telemetry.dr.plugins.modules import key_escrow
@@ -153,6 +154,6 @@ def test_bad_key_option():
 
 
 def test_boto3_missing():
-    with mock.patch.object(key_escrow, 'HAS_BOTO3', False):
+    with mock.patch.object(escrow_client, 'HAS_BOTO3', False):
         outcome, result, dummy, dummy2 = _run({})
     assert outcome == 'fail' and result['error_code'] == 'boto3_missing'

@@ -464,6 +464,20 @@ def main(argv):
         Stack(scale, args.workdir).ensure_seeded()
 
 
+def parse_run_args(parser, workdir_help, repeat_default=3):
+    """Parse the arguments of a benchmark that measures on kept stacks, adding its common options: ``--repeat`` (runs of
+    every procedure, medians), ``--workdir`` (``workdir_help`` says what goes there) and ``--keep``."""
+    parser.add_argument('--repeat', type=int, default=repeat_default, help='runs of every procedure, the order alternating; medians '
+                                                                           '(default: %(default)s)')
+    parser.add_argument('--workdir', default=DEFAULT_WORKDIR, help='work directory: %s (default: %%(default)s)' % workdir_help)
+    parser.add_argument('--keep', action='store_true', help='keep the stack (it ends holding the restored rows, checked equal to the '
+                                                            'seeded ones) for the next run; remove it with bash bench/run.sh clean')
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error('--repeat must be at least 1')
+    return args
+
+
 def parse_scales(text):
     return [int(s) for s in text.split(',') if s.strip()]
 

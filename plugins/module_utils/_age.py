@@ -222,6 +222,11 @@ def identity_recipients(text):
 
 # --- the age tool ---
 
+def missing_tool_error(binary='age'):
+    """The AgeError ``age_missing`` of an age command that is not installed or does not run."""
+    return AgeError('the age tool (%s) is not installed or does not run: %s' % (binary, INSTALL_HINT), code='age_missing')
+
+
 def check_tool(binary='age', runner=run):
     """The version line of ``age --version``; AgeError ``age_missing`` when it does not run."""
     try:
@@ -229,7 +234,7 @@ def check_tool(binary='age', runner=run):
     except TransportError:
         rc, out, err = 127, '', ''
     if rc != 0:
-        raise AgeError('the age tool (%s) is not installed or does not run: %s' % (binary, INSTALL_HINT), code='age_missing')
+        raise missing_tool_error(binary)
     return (out or err).strip()
 
 

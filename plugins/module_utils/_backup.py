@@ -90,7 +90,8 @@ def free_space_problem(backup_dir, data_size, compression, disk_usage=shutil.dis
     return None
 
 
-ENCRYPTIONS = ('none', 'age')
+# 'none', or a method a manifest can record.
+ENCRYPTIONS = ('none',) + _manifest.ENCRYPTIONS
 
 
 def encryption_plan(req, runner=run):

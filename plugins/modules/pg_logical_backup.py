@@ -305,7 +305,7 @@ error_code:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import BackupRequest, run_backup
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._backup import ENCRYPTIONS, BackupRequest, run_backup
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._params import (
     CONNECTION_REQUIRED_IF,
@@ -335,7 +335,7 @@ def main():
         check_free_space=dict(type='bool', default=True),
         plan_only=dict(type='bool', default=False),
         dump_client=dict(type='str', choices=list(CLIENT_CHOICES), default='auto'),
-        encryption=dict(type='str', choices=['none', 'age'], default='none'),
+        encryption=dict(type='str', choices=list(ENCRYPTIONS), default='none'),
         age_recipients=dict(type='list', elements='str', default=[]),
     )
     module = AnsibleModule(argument_spec=argument_spec, required_if=CONNECTION_REQUIRED_IF, supports_check_mode=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._errors import FleetDrError
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.s3 import error_code
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.s3 import CONNECTION_ERRORS, error_code
 
 CODES = ('vault_unreachable', 'vault_denied', 'no_secret', 'malformed_secret', 'vault_drift', 'no_matching_version',
          'secret_exists_differs', 'wrong_key', 'vault_error')
@@ -44,9 +44,7 @@ _CREDENTIALS = {
     'PartialCredentialsError': 'the AWS credentials are incomplete',
 }
 _DENIED = ('AccessDenied', 'AccessDeniedException')
-_UNREACHABLE = ('EndpointConnectionError', 'ConnectTimeoutError', 'ConnectionClosedError', 'ReadTimeoutError',
-                'ProxyConnectionError', 'SSLError', 'HTTPClientError', 'ConnectionError', 'ResponseStreamingError',
-                'IncompleteReadError')
+_UNREACHABLE = CONNECTION_ERRORS + ('SSLError',)
 _THROTTLED = ('ThrottlingException', 'Throttling', 'TooManyRequestsException', 'RequestLimitExceeded')
 _SERVER = ('InternalServiceError', 'InternalFailure', 'ServiceUnavailable', 'ServiceUnavailableException')
 _DETAIL_LIMIT = 300

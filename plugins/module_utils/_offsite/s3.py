@@ -31,6 +31,9 @@ CHUNK = MIB                 # read size of downloads
 SSE_CHOICES = (None, 'AES256', 'aws:kms')
 LOCK_MODES = ('GOVERNANCE', 'COMPLIANCE')
 
+# botocore's exception classes of an endpoint that cannot be reached (S3 here, Secrets Manager in _escrow.errors).
+CONNECTION_ERRORS = ('EndpointConnectionError', 'ConnectTimeoutError', 'ConnectionClosedError', 'ReadTimeoutError',
+                     'ProxyConnectionError', 'ResponseStreamingError', 'IncompleteReadError', 'HTTPClientError', 'ConnectionError')
 _CREDENTIALS = 'check access_key/secret_key (or the profile) and the host clock'
 _GRANT = 'grant this AWS identity the s3 permissions listed in the module documentation on the bucket and prefix'
 # AWS error code or botocore exception class name -> (error code, cause and fix).
@@ -57,8 +60,7 @@ ERRORS = {
     'InvalidObjectState': ('offsite_error', 'the object is archived (Glacier): restore it first or use a readable storage class'),
 }
 ERRORS.update(dict.fromkeys(   # the most specific class name in an exception's MRO counts: SSLError above comes first
-    ('EndpointConnectionError', 'ConnectTimeoutError', 'ConnectionClosedError', 'ReadTimeoutError', 'ProxyConnectionError',
-     'ResponseStreamingError', 'IncompleteReadError', 'HTTPClientError', 'ConnectionError'),
+    CONNECTION_ERRORS,
     ('offsite_unreachable', 'the S3 endpoint cannot be reached: check endpoint_url or region, the network, any proxy and '
                             'the firewall, then run again')))
 # HTTP status -> error code, for answers without an error body (HEAD requests).

@@ -85,10 +85,6 @@ def decompress_argv(compression, path):
     raise TransportError('compression %s is not supported' % compression, code='bad_option')
 
 
-def _age_missing(binary):
-    return RestoreError('the age tool (%s) is not installed or does not run: %s' % (binary, _age.INSTALL_HINT), code='age_missing')
-
-
 def start_decrypt(path, identity, stdout=subprocess.PIPE, age_binary='age'):
     """Start ``age -d -i /dev/fd/N path`` with the identity on an anonymous pipe; return ``(proc, argv, stderr file)``.
 
@@ -102,7 +98,7 @@ def start_decrypt(path, identity, stdout=subprocess.PIPE, age_binary='age'):
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err, pass_fds=(pipe.fd,))
             except FileNotFoundError:
-                raise _age_missing(age_binary) from None
+                raise _age.missing_tool_error(age_binary) from None
     except _age.AgeError as exc:
         err.close()
         raise RestoreError(str(exc), code=exc.code) from None

@@ -82,8 +82,8 @@ def _pss(pid):
     return 0
 
 
-def tree_pss(root_pid):
-    """PSS (bytes) of ``root_pid`` and each of its descendants: ``[(pid, parent pid, pss), ...]``, parents first."""
+def _children():
+    """``{parent pid: [child pids]}`` of every process on the host."""
     children = {}
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
@@ -94,6 +94,12 @@ def tree_pss(root_pid):
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def tree_pss(root_pid):
+    """PSS (bytes) of ``root_pid`` and each of its descendants: ``[(pid, parent pid, pss), ...]``, parents first."""
+    children = _children()
     found, queue = [], [(root_pid, None)]
     while queue:
         pid, parent = queue.pop(0)
@@ -123,23 +129,50 @@ def subtree_total(found, names, marker):
     return total
 
 
+def host_module_peak(marker=MODULE_MARKER):
+    """PSS (bytes) of the largest Ansible module on the host: the subtree of each process whose name contains ``marker``
+    (the module and the commands it runs), wherever its parent is - an async job's module is detached from
+    ansible-playbook's tree. Returns ``(bytes, name)`` of the largest, ``(0, None)`` when no module runs."""
+    children = _children()
+    best = (0, None)
+    inside = set()
+    for pid in sorted(p for kids in children.values() for p in kids):
+        if pid in inside:
+            continue
+        name = _process_name(pid)
+        if marker not in name:
+            continue
+        subtree, queue = [], [pid]
+        while queue:
+            current = queue.pop(0)
+            subtree.append(current)
+            queue.extend(children.get(current, []))
+        inside.update(subtree)
+        total = sum(_pss(p) for p in subtree)
+        if total > best[0]:
+            best = (total, name)
+    return best
+
+
 class CommandFailed(Exception):
     pass
 
 
-def measure(argv, env=None, cwd=None, check=True, interval=SAMPLE_INTERVAL, subtree=MODULE_MARKER):
+def measure(argv, env=None, cwd=None, check=True, interval=SAMPLE_INTERVAL, subtree=MODULE_MARKER, modules_anywhere=False):
     """Run a command; return ``{'wall', 'peak', 'peak_subtree', 'breakdown', 'stdout', 'stderr', 'rc'}``.
 
     ``peak`` is the largest sum of PSS (bytes) over the command's process tree seen in a sample, and
     ``breakdown`` that sample's processes, ``[(name, bytes), ...]``, largest first. ``peak_subtree`` is the
     largest sum over the subtree of the process whose command line contains ``subtree`` (by default the
     Ansible module's process, so: the module and the commands it runs, without ansible's own processes).
+    With ``modules_anywhere`` it is instead the largest module subtree anywhere on the host (``host_module_peak``:
+    a playbook's async jobs run outside its process tree), and ``peak_module`` names that module.
     """
     out = tempfile.TemporaryFile()
     err = tempfile.TemporaryFile()
     start = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-    peak = {'total': 0, 'breakdown': [], 'subtree': 0}
+    peak = {'total': 0, 'breakdown': [], 'subtree': 0, 'module': None}
     done = threading.Event()
 
     def sample():
@@ -151,7 +184,11 @@ def measure(argv, env=None, cwd=None, check=True, interval=SAMPLE_INTERVAL, subt
             if total > peak['total']:
                 peak['total'] = total
                 peak['breakdown'] = sorted(((names[pid], pss) for pid, dummy, pss in found), key=lambda p: -p[1])
-            if subtree:
+            if modules_anywhere:
+                size, module = host_module_peak()
+                if size > peak['subtree']:
+                    peak['subtree'], peak['module'] = size, module
+            elif subtree:
                 peak['subtree'] = max(peak['subtree'], subtree_total(found, names, subtree))
             done.wait(interval)
 
@@ -175,8 +212,8 @@ def measure(argv, env=None, cwd=None, check=True, interval=SAMPLE_INTERVAL, subt
     err.close()
     if check and rc != 0:
         raise CommandFailed('command failed (rc=%s): %s\n%s\n%s' % (rc, ' '.join(argv)[:300], stdout[-2000:], stderr[-2000:]))
-    return {'wall': wall, 'peak': peak['total'], 'peak_subtree': peak['subtree'], 'breakdown': peak['breakdown'], 'stdout': stdout,
-            'stderr': stderr, 'rc': rc}
+    return {'wall': wall, 'peak': peak['total'], 'peak_subtree': peak['subtree'], 'peak_module': peak['module'],
+            'breakdown': peak['breakdown'], 'stdout': stdout, 'stderr': stderr, 'rc': rc}
 
 
 def describe_breakdown(breakdown, limit=8):

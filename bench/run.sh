@@ -9,6 +9,7 @@
 #   bash bench/run.sh encryption --keep        # backup and restore with encryption=age against clear, 1x, medians of 3
 #   bash bench/run.sh encryption --scales 1,4  # adds 4x for the memory check (--repeat N: runs of each, default 3)
 #   bash bench/run.sh playbooks --keep        # backup.yml, restore.yml, dr_drill.yml end to end against the runbook, 1x, medians of 3
+#   bash bench/run.sh parallel-load --keep    # probe: a plain dump loaded in 1 session vs 2 (split into files), medians of 3
 #   bash bench/run.sh restore --help           # options (likewise backup, pipe, offsite, encryption, playbooks)
 #   bash bench/run.sh clean                    # remove every bench stack, its volume, and the work directory
 set -euo pipefail
@@ -27,6 +28,7 @@ case "${1:-}" in
     offsite) bench=offsite_bench.py; shift ;;
     encryption) bench=encryption_bench.py; shift ;;
     playbooks) bench=playbook_bench.py; shift ;;
+    parallel-load) bench=parallel_load_probe.py; shift ;;
     clean) shift; exec python "$FLEET_DR_ROOT/bench/benchlib.py" clean "$@" ;;
 esac
 exec python "$FLEET_DR_ROOT/bench/$bench" "$@"

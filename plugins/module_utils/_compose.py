@@ -201,7 +201,7 @@ def logs_command(docker_cli, container_name):
     return '%s logs --tail 50 %s' % (docker_cli, container_name)
 
 
-def wait_ready(cmds, project_name, timeout, clock=time.monotonic, sleep=time.sleep, interval=1.0):
+def wait_ready(cmds, project_name, timeout, clock=time.monotonic, sleep=time.sleep, interval=0.25):
     """Wait until the database of ``db_service`` accepts connections; return the seconds it took.
 
     Fails at once (not_ready) when the container exits, else after ``timeout`` seconds, naming the logs command.

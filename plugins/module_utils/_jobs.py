@@ -146,6 +146,19 @@ def job_status(async_dir, jid, job='job', leftovers='', lock=None, proc=PROC):
     return translate_wrapper_failure(data, job, leftovers)
 
 
+def wait_for_job(async_dir, jid, wait, job='job', leftovers='', lock=None, proc=PROC, interval=0.25, sleep=time.sleep,
+                 clock=time.monotonic):
+    """``job_status``, read again every ``interval`` seconds for up to ``wait`` seconds while the job runs: the answer comes
+    as soon as the job ends (or dies), not at the caller's next poll."""
+    deadline = clock() + max(wait, 0)
+    while True:
+        state = job_status(async_dir, jid, job, leftovers, lock, proc)
+        remaining = deadline - clock()
+        if state.get('finished') or remaining <= 0:
+            return state
+        sleep(min(interval, remaining))
+
+
 def _ended(data):
     """The wrapper's first write is ``{"started": .., "finished": false}``; its last is the module's result (no ``started``)."""
     return bool(data) and (bool(data.get('finished')) or 'started' not in data)

@@ -29,13 +29,14 @@ UNREACHABLE_CODES = ('db_down', 'container_down')
 UNREACHABLE_POLICIES = ('continue', 'stop', 'force')
 DEFAULT_PLAYBOOK = 'playbooks/restore.yml'
 
-# The steps of the role, in order: (key of the results, name in the report).
+# The steps of the role, in order: (key of the results, name in the report). The key preflight runs while the safety
+# dump (started after the safety check) runs; "safety dump" is the wait for it.
 STEPS = (
     ('fetch', 'download from offsite'),
     ('artifact', 'pick and verify the artifact'),
-    ('preflight', 'key preflight'),
     ('confirm', 'confirmation'),
     ('safety_plan', 'safety check'),
+    ('preflight', 'key preflight'),
     ('safety', 'safety dump'),
     ('down', 'down -v'),
     ('up_db', 'start the database'),

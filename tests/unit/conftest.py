@@ -17,6 +17,8 @@ import shutil
 import sys
 import tempfile
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 
@@ -40,3 +42,12 @@ def _ensure_importable():
 
 
 _ensure_importable()
+
+
+@pytest.fixture(autouse=True)
+def _docker_compose_v1_on_path(monkeypatch):
+    """Whether docker-compose (v1) is installed is the host's business: unit tests see it on PATH unless they say otherwise
+    (``_transport.find_program``)."""
+    from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _transport
+    real = _transport.find_program
+    monkeypatch.setattr(_transport, 'find_program', lambda name: '/usr/bin/docker-compose' if name == 'docker-compose' else real(name))

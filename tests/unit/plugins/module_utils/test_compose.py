@@ -12,6 +12,7 @@ import yaml
 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _compose as co
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _compose_commands as cc
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils import _transport
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._transport import TransportError
 
 SECRET = 'pw-never-in-argv-0123'
@@ -206,7 +207,8 @@ def test_present_starts_only_the_named_services_and_waits(tmp_path):
     assert result['cmd'] == ['docker-compose', '-p', 'telemetry', 'up', '-d', 'db']
     assert fake.containers == {'db': 'running'}
     assert result['containers'] == [{'service': 'db', 'name': 'telemetry_db_1', 'state': 'running'}]
-    assert result['ready_seconds'] == 2.0
+    # Ready at the third probe, a quarter of a second apart.
+    assert result['ready_seconds'] == 0.5
     assert fake.isready_calls == 3
     assert 'database ready' in result['msg']
     # The secret went to the environment of the commands, not their argv or the result.
@@ -316,15 +318,11 @@ def test_missing_docker_binary_is_no_docker(tmp_path):
     assert err.value.code == 'no_docker'
 
 
-def test_no_compose_at_all_is_no_docker(tmp_path):
+def test_no_compose_at_all_is_no_docker(tmp_path, monkeypatch):
     fake = FakeDocker()
-
-    def runner(argv, **kwargs):
-        if argv[:2] == ['docker-compose', 'version']:
-            raise TransportError('docker-compose is not installed or not on PATH', code='missing_binary', cmd=argv)
-        return fake(argv, **kwargs)
+    monkeypatch.setattr(_transport, 'find_program', lambda name: None)
     with pytest.raises(cc.ComposeError) as err:
-        co.run_compose_project(project(tmp_path), runner=runner, environ={})
+        co.run_compose_project(project(tmp_path), runner=fake, environ={})
     assert err.value.code == 'no_docker'
     assert 'docker-compose' in str(err.value)
 

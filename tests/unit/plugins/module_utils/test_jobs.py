@@ -205,3 +205,63 @@ def test_stop_terminates_the_job_s_process_groups(async_dir):
     assert after['dead']
     again = _jobs.stop_job(async_dir.path, JID, 'backup of db')
     assert not again['changed'] and again['msg'] == 'the backup of db (job %s) is not running' % JID
+
+
+class FakeClock(object):
+    """A clock that sleep() moves on, and that runs ``at[t]`` once the time reaches t."""
+
+    def __init__(self, at=None):
+        self.now = 0.0
+        self.sleeps = []
+        self.at = dict(at or {})
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+        for when in sorted(self.at):
+            if self.now >= when:
+                self.at.pop(when)()
+
+
+def test_wait_for_job_answers_as_soon_as_the_job_ends(async_dir, proc):
+    proc(100, WRAPPER_ARGV)
+    async_dir(RUNNING)
+    clock = FakeClock(at={1.0: lambda: async_dir({'rc': 0, 'msg': 'done'})})
+    state = _jobs.wait_for_job(async_dir.path, JID, 5, proc=proc.root, sleep=clock.sleep, clock=clock)
+    assert state['finished'] is True and state['msg'] == 'done'
+    # Seen at the first read after the end, not at the end of the 5 s.
+    assert clock.now == pytest.approx(1.0)
+    assert max(clock.sleeps) <= 0.25
+
+
+def test_wait_for_job_answers_running_when_the_wait_is_over(async_dir, proc):
+    proc(100, WRAPPER_ARGV)
+    async_dir(RUNNING)
+    clock = FakeClock()
+    state = _jobs.wait_for_job(async_dir.path, JID, 2, proc=proc.root, sleep=clock.sleep, clock=clock)
+    assert state['finished'] is False
+    assert clock.now == pytest.approx(2.0)
+
+
+def test_wait_for_job_with_no_wait_reads_once(async_dir, proc):
+    proc(100, WRAPPER_ARGV)
+    async_dir(RUNNING)
+    clock = FakeClock()
+    state = _jobs.wait_for_job(async_dir.path, JID, 0, proc=proc.root, sleep=clock.sleep, clock=clock)
+    assert state['finished'] is False and clock.sleeps == []
+
+
+def test_wait_for_job_notices_a_death_within_the_wait(async_dir, proc):
+    proc(100, WRAPPER_ARGV)
+    async_dir(RUNNING)
+
+    def kill():
+        import shutil
+        shutil.rmtree(os.path.join(proc.root, '100'))
+    clock = FakeClock(at={0.5: kill})
+    state = _jobs.wait_for_job(async_dir.path, JID, 5, job='backup of db', proc=proc.root, sleep=clock.sleep, clock=clock)
+    assert state['error_code'] == 'job_died' and state['finished'] is True
+    assert clock.now == pytest.approx(0.5)

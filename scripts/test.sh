@@ -8,12 +8,13 @@
 #   system       pytest tests/system: failure cases (kill, disk full, lock, secrets at -vvvv) through ansible
 #   molecule     the molecule scenarios against a real scratch compose stack
 #   build        collection build + offline install
-# Select steps with TEST_STEPS (default: "unit sanity lint units integration system molecule build").
+#   ee           the execution environment: ansible-builder create + introspect, offline (scripts/ee-check.sh)
+# Select steps with TEST_STEPS (default: "unit sanity lint units integration system molecule build ee").
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-STEPS=${TEST_STEPS:-unit sanity lint units integration system molecule build}
+STEPS=${TEST_STEPS:-unit sanity lint units integration system molecule build ee}
 
 "$FLEET_DR_ROOT/scripts/setup.sh"
 activate_venv
@@ -91,6 +92,7 @@ step integration "$FLEET_DR_ROOT/scripts/ansible-test.sh" integration --allow-de
 step system run_pytest tests/system
 step molecule run_molecule
 step build build_and_install
+step ee "$FLEET_DR_ROOT/scripts/ee-check.sh"
 
 echo "test steps: $passed passed, $failed failed"
 [ "$failed" = 0 ] || { log "failed steps:$failed_steps"; exit 1; }

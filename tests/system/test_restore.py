@@ -396,6 +396,9 @@ def test_wrong_key_or_cipher_is_refused(production, plain_backup, variables, exp
     assert 'key preflight' in msg and 'Nothing was changed' in msg, msg
     assert expected.replace('fleet_dr_', '') in msg, msg
     assert_untouched(production, before, container)
+    # The key preflight ran while the safety dump did: that dump ended, or the failure stopped it; none outlives the play.
+    job = job_processes('AnsiballZ_pg_logical_backup.py')
+    assert not job['wrapper'] and not job['module'], job
 
 
 def test_no_confirmation_is_refused(production, plain_backup):

@@ -18,7 +18,7 @@ newer than the target's newest verified one finished, to now (0 when the target 
 each backup is never late; a copy that failed is late ``max_offsite_lag`` after the backup it missed finished.
 
 The drill is read from the drill history the dr_drill role keeps (``dr_report``'s JSON lines, one row per drill); the
-message of a failed drill from its JSON report beside the history, when it is there.
+message of a failed drill from its JSON report in the drill report directory, when it is there.
 """
 
 from __future__ import annotations
@@ -199,9 +199,10 @@ def last_drill(rows, database):
     return best
 
 
-def drill_facts(row, history, now):
-    """What the result says of the drill of history ``row``: the row's figures, the message and Markdown path of its report."""
-    directory = os.path.dirname(os.path.abspath(history))
+def drill_facts(row, report_dir, now):
+    """What the result says of the drill of history ``row``: the row's figures, the message and Markdown path of its report
+    (in ``report_dir``)."""
+    directory = os.path.abspath(report_dir)
     report = os.path.join(directory, '%s.json' % row['name'])
     try:
         with open(report) as fileobj:
@@ -217,7 +218,7 @@ def drill_facts(row, history, now):
             'report': markdown if os.path.isfile(markdown) else None}
 
 
-def drill_problems(database, drill, history, max_age):
+def drill_problems(database, drill, history, max_age, report_dir=None):
     """``drill_missing``, or ``drill_failed`` and/or ``drill_stale`` of the last drill (facts or None)."""
     if drill is None:
         return [_problem('drill_missing', database, None, '%s: no DR drill in %s: run playbooks/dr_drill.yml, and schedule it (weekly, for '
@@ -226,7 +227,7 @@ def drill_problems(database, drill, history, max_age):
     if drill['status'] != 'passed':
         where = ' at step %s' % drill['failed_step'] if drill['failed_step'] else ''
         why = ': %s' % drill['msg'] if drill['msg'] else ''
-        report = drill['report'] or os.path.join(os.path.dirname(os.path.abspath(history)), drill['name'] + '.json')
+        report = drill['report'] or os.path.join(os.path.abspath(report_dir or os.path.dirname(history)), drill['name'] + '.json')
         problems.append(_problem('drill_failed', database, None, '%s: the last DR drill, %s, failed%s%s; fix what its report %s says, '
                                  'then run playbooks/dr_drill.yml again' % (database, drill['name'], where, why, report)))
     if drill['age_seconds'] > max_age:
@@ -247,7 +248,7 @@ class FreshnessCheck(object):
     for no drill check; ``now`` an aware datetime, the one clock of the check.
     """
 
-    def __init__(self, backup_dir, limits, now, targets=(), databases=(), prefix='backup', history=None):
+    def __init__(self, backup_dir, limits, now, targets=(), databases=(), prefix='backup', history=None, report_dir=None):
         self.backup_dir = backup_dir
         self.limits = limits
         self.now = now
@@ -255,6 +256,8 @@ class FreshnessCheck(object):
         self.databases = list(databases)
         self.prefix = prefix
         self.history = history
+        # The drill reports: where the history is unless told (the dr_drill role keeps both in its report directory).
+        self.report_dir = report_dir or (os.path.dirname(os.path.abspath(history)) if history else None)
         self.problems = []
 
     def _listings(self):
@@ -308,8 +311,8 @@ class FreshnessCheck(object):
                  'offsite': [self._offsite(database, verified, label, target, listings[label]) for label, target in self.targets]}
         if rows is not None:
             row = last_drill(rows, database)
-            facts['drill'] = drill_facts(row, self.history, self.now) if row else None
-            self.problems.extend(drill_problems(database, facts['drill'], self.history, self.limits['max_drill_age']))
+            facts['drill'] = drill_facts(row, self.report_dir, self.now) if row else None
+            self.problems.extend(drill_problems(database, facts['drill'], self.history, self.limits['max_drill_age'], self.report_dir))
         return facts
 
     def run(self):
@@ -346,7 +349,11 @@ def summary(result):
 
 
 def _stamp(text):
-    seconds = parse_timestamp(text).timestamp()
+    """Epoch seconds of a UTC time stamp; 0 (what the metrics say of "none") when it does not parse."""
+    moment = _time(text) if text else None
+    if moment is None:
+        return 0
+    seconds = moment.timestamp()
     return int(seconds) if seconds.is_integer() else seconds
 
 

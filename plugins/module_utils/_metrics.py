@@ -116,6 +116,9 @@ def write_textfile(path, text, check_mode=False, volatile=()):
     if not os.path.isdir(directory):
         raise MetricsError('the directory of metrics_file %s does not exist: create it (node_exporter\'s '
                            '--collector.textfile.directory) or set another metrics_file' % path, code='bad_option')
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise MetricsError('the directory of metrics_file %s is not writable by uid %d: give that user write access there '
+                           '(node_exporter only reads it) or set another metrics_file' % (path, os.geteuid()), code='bad_option')
     old = _read_text(path)
     changed = old is None or _samples_except(old, volatile) != _samples_except(text, volatile)
     if check_mode:

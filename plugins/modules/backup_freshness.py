@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: backup_freshness
 short_description: Report how fresh the backups, their offsite copies and the last DR drill are, and write them as Prometheus metrics
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Finds the newest verified backup of each database in O(backup_dir) and at each of O(targets), and the last DR drill in
     O(drill_history), and reports their age, size and row counts, the drill's status, RTO and RPO, and how far each offsite
@@ -79,10 +79,18 @@ options:
     description: Check the last DR drill of each database in O(drill_history).
     type: bool
     default: true
+  drill_report_dir:
+    description:
+      - The directory of the drill reports, the dr_drill role's C(dr_drill_report_dir); the report of a failed drill is read
+        there for its message.
+      - Defaults to the directory of O(drill_history) when that is given, else C(<backup_dir>/drill-reports), the dr_drill
+        role's default.
+    type: path
   drill_history:
     description:
-      - The drill history the dr_drill role writes (M(fleet_telemetry.dr.dr_report)'s O(fleet_telemetry.dr.dr_report#module:history)).
-      - Defaults to C(<backup_dir>/drill-reports/drill_history.jsonl), the dr_drill role's default.
+      - The drill history the dr_drill role writes (M(fleet_telemetry.dr.dr_report)'s O(fleet_telemetry.dr.dr_report#module:history)),
+        the role's C(dr_drill_history).
+      - Defaults to C(<drill_report_dir>/drill_history.jsonl), the dr_drill role's default.
     type: path
   max_drill_age:
     description: How old the last DR drill may be, by its start; a duration as in O(max_backup_age).
@@ -279,6 +287,7 @@ def argument_spec():
         targets=dict(type='list', elements='dict', default=[]),
         max_backup_age=dict(type='str', default='26h'),
         check_drill=dict(type='bool', default=True),
+        drill_report_dir=dict(type='path'),
         drill_history=dict(type='path'),
         max_drill_age=dict(type='str', default='8d'),
         max_offsite_lag=dict(type='str', default='6h'),
@@ -291,11 +300,16 @@ def target_options(targets):
     """Each element of ``targets`` validated as offsite_copy's ``target`` option, with its defaults."""
     spec = target_argument_spec()['target']
     validator = ArgumentSpecValidator(spec['options'], required_if=spec['required_if'])
-    validated = []
+    validated, names = [], {}
     for index, options in enumerate(targets):
         checked = validator.validate(options)
         if checked.error_messages:
             raise FreshnessError('targets[%d]: %s' % (index, checked.error_messages[0]))
+        name = target_name(checked.validated_parameters)
+        if name in names:
+            raise FreshnessError('targets[%d] and targets[%d] are both named %s: give each target a distinct name (the results and '
+                                 'the metrics tell targets apart by it)' % (names[name], index, name))
+        names[name] = index
         validated.append(checked.validated_parameters)
     return validated
 
@@ -306,10 +320,13 @@ def run(module, params):
     limits = dict((limit, parse_duration(params[limit], limit)) for limit in LIMITS)
     targets = [(target_name(options), make_target(module, options)) for options in target_options(params['targets'])]
     history = None
+    # The dr_drill role writes its reports and its history in one directory unless told otherwise.
+    report_dir = params['drill_report_dir'] or (os.path.dirname(os.path.abspath(params['drill_history'])) if params['drill_history']
+                                                else os.path.join(params['backup_dir'], REPORT_SUBDIR))
     if params['check_drill']:
-        history = params['drill_history'] or os.path.join(params['backup_dir'], REPORT_SUBDIR, HISTORY_NAME)
+        history = params['drill_history'] or os.path.join(report_dir, HISTORY_NAME)
     result = FreshnessCheck(params['backup_dir'], limits, now, targets=targets, databases=params['databases'],
-                            prefix=params['name_prefix'], history=history).run()
+                            prefix=params['name_prefix'], history=history, report_dir=report_dir).run()
     result.update(checked_at=format_timestamp(now), metrics_file=params['metrics_file'], changed=False)
     if params['metrics_file']:
         text = render(metric_families(result, now, check_drill=params['check_drill']))

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: backup_retention
 short_description: Prune backups by a GFS policy (daily, weekly, monthly), locally or at an offsite target
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Keeps the newest backup of each of the O(daily) most recent UTC days that have a backup, of the O(weekly) most recent
     ISO weeks and of the O(monthly) most recent months (the rule of restic's C(--keep-daily) and friends), by the

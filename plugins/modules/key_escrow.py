@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: key_escrow
 short_description: Escrow the photos' ENCRYPTION_KEY in AWS Secrets Manager and prove the vault still holds the right key
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Keeps a copy of the application's E(ENCRYPTION_KEY) in an AWS Secrets Manager secret, so that the photos of a backup
     can still be decrypted when the host, its configuration and the application's own copy of the key are lost.

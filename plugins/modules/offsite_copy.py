@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: offsite_copy
 short_description: Copy a verified backup to S3 or to a backup server over SSH, verify it there, manifest last
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Copies the artifact at O(path) and its manifest to O(target), so that the backup survives the loss of the host.
   - The local bytes are hashed while they are sent and must match the manifest's checksum; a local artifact damaged since

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: offsite_fetch
 short_description: Download the newest complete, verified backup from S3 or a backup server into a staging directory
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Lists the complete artifacts at O(target) (an artifact and its valid manifest; an artifact without its manifest is not
     a backup and is ignored), newest first by the manifest's snapshot time, and downloads the newest one of O(database)

@@ -110,11 +110,13 @@ def test_a_wrong_argument_is_caught_by_the_same_validation(calls):
 
 @pytest.mark.parametrize('settings, expected', [
     ({}, {'nightly backup': 'DTSTART;TZID=UTC:20261207T020000 RRULE:FREQ=DAILY;INTERVAL=1',
-          'weekly DR drill': 'DTSTART;TZID=UTC:20261213T040000 RRULE:FREQ=WEEKLY;BYDAY=SU;INTERVAL=1'}),
+          'weekly DR drill': 'DTSTART;TZID=UTC:20261213T040000 RRULE:FREQ=WEEKLY;BYDAY=SU;INTERVAL=1',
+          'hourly backup freshness': 'DTSTART;TZID=UTC:20261207T020000 RRULE:FREQ=HOURLY;INTERVAL=1'}),
     ({'fleet_dr_awx_timezone': 'Europe/Lisbon', 'fleet_dr_awx_backup_start': '2027-01-04 23:30:00',
       'fleet_dr_awx_drill_day': 'wednesday', 'fleet_dr_awx_drill_start': '2027-01-06 05:15:00'},
      {'nightly backup': 'DTSTART;TZID=Europe/Lisbon:20270104T233000 RRULE:FREQ=DAILY;INTERVAL=1',
-      'weekly DR drill': 'DTSTART;TZID=Europe/Lisbon:20270106T051500 RRULE:FREQ=WEEKLY;BYDAY=WE;INTERVAL=1'}),
+      'weekly DR drill': 'DTSTART;TZID=Europe/Lisbon:20270106T051500 RRULE:FREQ=WEEKLY;BYDAY=WE;INTERVAL=1',
+      'hourly backup freshness': 'DTSTART;TZID=Europe/Lisbon:20270104T233000 RRULE:FREQ=HOURLY;INTERVAL=1'}),
 ], ids=['example', 'other-zone-and-day'])
 def test_the_schedules_rrules_are_computed_by_awx_schedule_rrule(tmp_path, settings, expected):
     schedules = calls_of(play_calls(tmp_path, **settings), 'schedule')
@@ -131,16 +133,18 @@ def test_the_rrules_run_nightly_and_weekly_at_the_configured_times(calls):
     assert firsts['nightly backup'] == [datetime.datetime(2026, 12, day, 2, tzinfo=utc) for day in (7, 8, 9)]
     assert firsts['weekly DR drill'] == [datetime.datetime(2026, 12, day, 4, tzinfo=utc) for day in (13, 20, 27)]
     assert {date.weekday() for date in firsts['weekly DR drill']} == {6}
+    assert firsts['hourly backup freshness'] == [datetime.datetime(2026, 12, 7, hour, tzinfo=utc) for hour in (2, 3, 4)]
 
 
 def test_the_schedules_and_workflows_run_the_job_templates_the_play_creates(calls):
     templates = {call['args']['name']: call['args'] for call in calls_of(calls, 'job_template')}
-    assert set(templates) == {'telemetry backup', 'telemetry restore', 'telemetry DR drill', 'rekognition reindex'}
+    assert set(templates) == {'telemetry backup', 'telemetry restore', 'telemetry DR drill', 'rekognition reindex', 'backup freshness'}
     for name, args in templates.items():
         assert os.path.isfile(os.path.join(ansible_cli.REPO_ROOT, args['playbook'])), name
         assert args['notification_templates_error'] == [calls_of(calls, 'notification_template')[0]['args']['name']]
         assert args['execution_environment'] == calls_of(calls, 'execution_environment')[0]['args']['name']
-    assert {call['args']['unified_job_template'] for call in calls_of(calls, 'schedule')} == {'telemetry backup', 'telemetry DR drill'}
+    scheduled = {call['args']['unified_job_template'] for call in calls_of(calls, 'schedule')}
+    assert scheduled == {'telemetry backup', 'telemetry DR drill', 'backup freshness'}
 
     node_options = yaml.safe_load(importlib.import_module(
         'ansible_collections.awx.awx.plugins.modules.workflow_job_template').DOCUMENTATION)['options']['workflow_nodes']['suboptions']

@@ -145,11 +145,37 @@ def test_the_drill_history_option_and_no_metrics_file(place, tmp_path):
     ({'targets': [{'kind': 's3'}]}, 'targets[0]: kind is s3 but all of the following are missing: bucket'),
     ({'targets': [{'kind': 'ftp', 'host': 'h'}]}, 'targets[0]: value of kind must be one of: s3, ssh, got: ftp'),
     ({'metrics_file': '/nonexistent-dir/fleet_dr.prom'}, 'the directory of metrics_file /nonexistent-dir/fleet_dr.prom does not exist'),
+    ({'targets': [S3, dict(S3, prefix='other/')]}, 'targets[0] and targets[1] are both named offsite-s3: give each target a distinct name'),
 ])
 def test_bad_options_fail_before_anything_is_written(place, args, words):
     outcome, result = _run(place, **args)
     assert outcome == 'fail' and result['error_code'] == 'bad_option' and result['changed'] is False
     assert words in result['msg'], result['msg']
+    assert not os.path.exists(place['metrics'])
+
+
+def test_the_drill_report_dir_option_finds_the_history_and_the_failed_drill_s_report(place, tmp_path):
+    """The dr_drill role's dr_drill_report_dir: the history and the reports are there, not under backup_dir."""
+    backup(place['backup_dir'], 1)
+    elsewhere = str(tmp_path / 'elsewhere')
+    history = drill(elsewhere, 2, passed=False)
+    outcome, result = _run(place, drill_report_dir=os.path.dirname(history))
+    assert outcome == 'fail' and [p['code'] for p in result['problems']] == ['drill_failed']
+    facts = result['databases'][DB]['drill']
+    assert facts['msg'] == 'photo 7 does not decrypt with the key'
+    assert facts['report'] == os.path.join(os.path.dirname(history), facts['name'] + '.md') and os.path.isfile(facts['report'])
+
+
+@pytest.mark.parametrize('check_mode', [False, True])
+def test_an_unwritable_metrics_directory_names_metrics_file_also_in_check_mode(place, target, monkeypatch, check_mode):
+    """As root every directory is writable: the boundary (os.access) says no, as it does to the AWX job's user."""
+    fresh(place, target)
+    real = os.access
+    monkeypatch.setattr(os, 'access', lambda path, mode: False if path == os.path.dirname(place['metrics']) else real(path, mode))
+    outcome, result = _run(place, check_mode=check_mode, targets=[S3])
+    assert outcome == 'fail' and result['error_code'] == 'bad_option'
+    assert 'the directory of metrics_file %s is not writable by uid' % place['metrics'] in result['msg']
+    assert 'set another metrics_file' in result['msg'] and 'backup_dir' not in result['msg']
     assert not os.path.exists(place['metrics'])
 
 

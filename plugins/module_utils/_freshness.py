@@ -33,7 +33,7 @@ from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.fetch 
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._offsite.target import OffsiteError
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report import read_history
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._report_render import format_seconds, format_size
-from ansible_collections.fleet_telemetry.dr.plugins.module_utils._retention_apply import _size_problem, local_backups
+from ansible_collections.fleet_telemetry.dr.plugins.module_utils._retention_apply import local_entry, size_problem
 from ansible_collections.fleet_telemetry.dr.plugins.module_utils._verification import list_artifacts
 
 PROBLEM_CODES = ('backup_missing', 'backup_stale', 'drill_missing', 'drill_failed', 'drill_stale', 'offsite_missing',
@@ -109,15 +109,15 @@ def _has_prefix(name, prefix):
 # --------------------------------------------------------------------------------------------
 
 def local_candidates(backup_dir, prefix):
-    """``{database: [entry]}`` of ``backup_dir``, newest first; an entry is ``local_backups``'s plus ``manifest``."""
+    """``{database: [entry]}`` of ``backup_dir``, newest first; an entry is ``local_backups``'s plus ``manifest`` (each
+    manifest read once)."""
     if not os.path.isdir(backup_dir):
         return {}
-    manifests = dict((artifact['name'], artifact['manifest']) for artifact in list_artifacts(backup_dir))
     found = {}
-    for entry in local_backups(backup_dir, prefix=prefix):
-        manifest = manifests.get(entry['name'])
-        if manifest is not None:
-            found.setdefault(manifest['database'], []).append(dict(entry, manifest=manifest))
+    for artifact in list_artifacts(backup_dir):
+        entry = local_entry(artifact, prefix)
+        if entry is not None:
+            found.setdefault(artifact['manifest']['database'], []).append(dict(entry, manifest=artifact['manifest']))
     return found
 
 
@@ -135,7 +135,7 @@ def newest_at_target(target, entries):
     skipped = []
     for entry in entries:
         stat = target.stat(entry['name'])
-        problem = _size_problem(entry['name'], entry['manifest'], stat['size'] if stat else None)
+        problem = size_problem(entry['name'], entry['manifest'], stat['size'] if stat else None)
         if problem is None:
             return entry, skipped
         skipped.append({'name': entry['name'], 'problem': problem})

@@ -56,7 +56,7 @@ def _local_size(path):
     return os.stat(path).st_size
 
 
-def _size_problem(name, manifest, size):
+def size_problem(name, manifest, size):
     """The problem of an artifact against its (valid) manifest, judged by name and size only; None when it matches."""
     if manifest.get('file') != name:
         return 'the manifest describes %s, not %s' % (manifest.get('file'), name)
@@ -86,19 +86,22 @@ def local_backups(backup_dir, database=None, prefix=None):
     """
     if not os.path.isdir(backup_dir):
         return []
-    backups = []
-    for artifact in list_artifacts(backup_dir, database):
-        parsed = parse_artifact_name(artifact['name'])
-        if prefix is not None and (parsed is None or parsed['prefix'] != prefix):
-            continue
-        try:
-            size = _local_size(artifact['path'])
-        except (OSError, ArtifactError) as exc:
-            problem = 'the artifact is unreadable: %s' % (exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
-        else:
-            problem = _size_problem(artifact['name'], artifact['manifest'], size)
-        backups.append(_entry(artifact['name'], artifact['started_at'], problem, path=artifact['path']))
-    return backups
+    entries = (local_entry(artifact, prefix) for artifact in list_artifacts(backup_dir, database))
+    return [entry for entry in entries if entry is not None]
+
+
+def local_entry(artifact, prefix=None):
+    """One artifact of ``_verification.list_artifacts`` in ``local_backups``'s shape; None when its name lacks ``prefix``."""
+    parsed = parse_artifact_name(artifact['name'])
+    if prefix is not None and (parsed is None or parsed['prefix'] != prefix):
+        return None
+    try:
+        size = _local_size(artifact['path'])
+    except (OSError, ArtifactError) as exc:
+        problem = 'the artifact is unreadable: %s' % (exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+    else:
+        problem = size_problem(artifact['name'], artifact['manifest'], size)
+    return _entry(artifact['name'], artifact['started_at'], problem, path=artifact['path'])
 
 
 def _is_locked(stat, now):
@@ -119,7 +122,7 @@ def _target_backup(target, name, now, database):
         stat = target.stat(name)
     except OffsiteError as exc:
         return _entry(name, started_at, 'the artifact cannot be examined: %s' % exc)
-    problem = _size_problem(name, manifest, stat['size'] if stat else None)
+    problem = size_problem(name, manifest, stat['size'] if stat else None)
     return _entry(name, started_at, problem, locked=bool(stat) and _is_locked(stat, now))
 
 
